@@ -1,0 +1,5 @@
+"""Adversarial and spatial examples used as training augmentations (see :class:`Augmentation`)."""
+
+from syn2real.adversarial.base import Augmentation
+
+__all__ = ["Augmentation"]

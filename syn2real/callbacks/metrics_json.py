@@ -1,0 +1,112 @@
+"""``metrics.json`` in the run directory after every fit / validate / test, plus a summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = ["MetricsJSON", "write_json_atomic"]
+
+_PREFIXES = ("target/", "source/")
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``data`` as JSON via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class MetricsJSON(L.Callback):
+    """Writes the final evaluation metrics (``target/acc``, ``target/acc_class_mean``, ``target/ece``,
+    ``target/acc_class/<name>``, ``source/...``) with stable names to ``<default_root_dir>/<filename>``.
+
+    Args:
+        filename: file name inside ``trainer.default_root_dir``.
+        print_summary: print a table of the main metrics at the end (rank 0).
+    """
+
+    def __init__(self, filename: str = "metrics.json", print_summary: bool = True) -> None:
+        self.filename = filename
+        self.print_summary = print_summary
+        self._start = time.time()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._start = time.time()
+
+    def collect(self, trainer: L.Trainer) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(_PREFIXES):
+                scalar = _scalar(value)
+                if scalar is not None:
+                    out[key] = scalar
+        return out
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer, stage: str) -> None:
+        metrics = self.collect(trainer)
+        data: dict[str, Any] = {
+            **metrics,
+            "stage": stage,
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+            "world_size": trainer.world_size,
+            "wall_time_s": round(time.time() - self._start, 2),
+        }
+        path = Path(trainer.default_root_dir) / self.filename
+        write_json_atomic(data, path)
+        if self.print_summary:
+            self._print(metrics, stage, path)
+
+    @staticmethod
+    def _print(metrics: dict[str, float], stage: str, path: Path) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"syn2real {stage}: final metrics")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key in sorted(metrics):
+            if "/acc_class/" in key:
+                continue
+            value = metrics[key]
+            table.add_row(key, f"{100 * value:.2f} %" if "/acc" in key else f"{value:.4f}")
+        console = Console()
+        console.print(table)
+        console.print(f"metrics written to {path}")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "fit")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self._write(trainer, "validate")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "test")

@@ -1,0 +1,66 @@
+"""The ``syn2real`` command: ``syn2real fit|validate|test|predict --config FILE [overrides]``.
+
+A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
+(``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
+atomic checkpoint writes with ``weights_only=True`` loads, and a W&B offline run inside the run directory
+when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
+from syn2real.callbacks.metrics_json import MetricsJSON
+
+__all__ = ["Syn2RealCLI", "main"]
+
+
+class Syn2RealCLI(LightningCLI):
+    """LightningCLI with syn2real's run-directory conventions (unknown keys still fail loudly)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import syn2real.data  # noqa: F401  (register datamodules for class_path resolution)
+        import syn2real.methods  # noqa: F401
+
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(MetricsJSON, "metrics")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir or os.getcwd()
+        logger = config.trainer.logger
+        for entry in logger if isinstance(logger, list) else [logger]:
+            init_args = getattr(entry, "init_args", None)
+            if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger") and init_args.save_dir is None:
+                init_args.save_dir = str(root)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(hasattr(p, "save_checkpoint") for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point."""
+    Syn2RealCLI(args=args if args is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Datasets for the common layouts, the domain-pair data module and the embedded digits benchmark."""
+
+from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
+
+__all__ = ["DigitsDataModule", "DomainPairDataModule", "DomainSpec"]

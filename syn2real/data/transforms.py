@@ -1,0 +1,70 @@
+"""Albumentations pipelines built from YAML.
+
+A pipeline is a list of ``{"name": <albumentations class>, **kwargs}`` entries, e.g.::
+
+    train_transforms:
+      - {name: Resize, height: 224, width: 224}
+      - {name: HorizontalFlip, p: 0.5}
+      - {name: Normalize, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
+
+``ToTensorV2`` is appended when the list does not end with it. Unknown names and bad arguments fail
+with the entry that caused them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
+
+__all__ = ["TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms"]
+
+TransformSpec = Sequence[dict[str, Any]]
+
+DIGITS_TRANSFORMS: list[dict[str, Any]] = [{"name": "Normalize", "mean": [0.5], "std": [0.5]}]
+
+
+def imagenet_transforms(size: int = 224, train: bool = True) -> list[dict[str, Any]]:
+    """The usual ImageNet-normalised pipeline (random resized crop + flip for training)."""
+    norm = {"name": "Normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    if train:
+        return [
+            {"name": "Resize", "height": int(size * 256 / 224), "width": int(size * 256 / 224)},
+            {"name": "RandomCrop", "height": size, "width": size},
+            {"name": "HorizontalFlip", "p": 0.5},
+            norm,
+        ]
+    return [
+        {"name": "Resize", "height": int(size * 256 / 224), "width": int(size * 256 / 224)},
+        {"name": "CenterCrop", "height": size, "width": size},
+        norm,
+    ]
+
+
+def _build_one(entry: dict[str, Any], where: str) -> Any:
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"{where}: each transform must be a mapping with a 'name' key, got {entry!r}")
+    kwargs = {k: v for k, v in entry.items() if k != "name"}
+    name = entry["name"]
+    if name == "ToTensorV2":
+        return ToTensorV2(**kwargs)
+    cls = getattr(A, name, None)
+    if cls is None or not isinstance(cls, type):
+        raise ValueError(f"{where}: unknown albumentations transform {name!r}")
+    if name in {"Compose", "OneOf", "SomeOf", "Sequential"}:
+        children = kwargs.pop("transforms", [])
+        kwargs["transforms"] = [_build_one(c, f"{where}.{name}") for c in children]
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: cannot build {name} with {kwargs}: {err}") from err
+
+
+def build_transform(spec: TransformSpec | None, where: str = "transforms") -> A.Compose:
+    """Compose the albumentations pipeline described by ``spec`` and end it with ``ToTensorV2``."""
+    steps = [_build_one(entry, f"{where}[{i}]") for i, entry in enumerate(spec or [])]
+    if not steps or not isinstance(steps[-1], ToTensorV2):
+        steps.append(ToTensorV2())
+    return A.Compose(steps)

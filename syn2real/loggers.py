@@ -1,0 +1,160 @@
+"""Weights & Biases logging that can never stop a training run.
+
+:class:`SafeWandbLogger` wraps Lightning's ``WandbLogger``: offline unless the user asks for online
+(``offline: false`` or ``WANDB_MODE=online``); any failure (wandb missing, no disk, bad key, no network)
+is reported once as a warning and the logger becomes a no-op while training continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.fabric.loggers.logger import DummyExperiment
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = ["SafeWandbLogger"]
+
+log = logging.getLogger(__name__)
+
+
+class SafeWandbLogger(Logger):
+    """``WandbLogger`` that degrades to a warning instead of an exception.
+
+    Args:
+        project: W&B project.
+        name: run name shown in W&B.
+        save_dir: where the offline run is written; the CLI sets it to ``trainer.default_root_dir``.
+        offline: ``None`` means offline unless ``WANDB_MODE`` says ``online``.
+        group: W&B group (DDP ranks and seeds of one experiment).
+        tags: W&B tags.
+        log_model: upload checkpoints as artifacts (online only).
+        kwargs: passed to ``wandb.init``.
+    """
+
+    def __init__(
+        self,
+        project: str = "syn2real",
+        name: str | None = None,
+        save_dir: str | None = None,
+        offline: bool | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE", "offline").lower() in {"offline", "dryrun", "disabled"}
+        self._args = dict(
+            project=project, name=name, offline=offline, group=group, tags=tags, log_model=log_model, **kwargs
+        )
+        self._save_dir = save_dir
+        self._inner: Any = None
+        self._disabled = False
+        self._warned = False
+
+    # -- failure handling -----------------------------------------------------------------------
+    def _disable(self, err: BaseException) -> None:
+        self._disabled = True
+        self._inner = None
+        if not self._warned:
+            self._warned = True
+            log.warning("W&B logging disabled, training continues: %s: %s", type(err).__name__, err)
+
+    def _logger(self) -> Any:
+        if self._disabled:
+            return None
+        if self._inner is None:
+            try:
+                from lightning.pytorch.loggers import WandbLogger
+
+                save_dir = self._save_dir or "."
+                os.makedirs(save_dir, exist_ok=True)
+                self._inner = WandbLogger(save_dir=save_dir, **self._args)
+            except Exception as err:  # wandb missing or misconfigured: warn, never stop training
+                self._disable(err)
+        return self._inner
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        inner = self._logger()
+        if inner is None:
+            return None
+        try:
+            return getattr(inner, method)(*args, **kwargs)
+        except Exception as err:
+            self._disable(err)
+            return None
+
+    # -- Logger API -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str | None:
+        return self._args["project"]
+
+    @property
+    def version(self) -> str | None:
+        inner = self._inner
+        return getattr(inner, "version", None) if inner is not None else None
+
+    @property
+    def save_dir(self) -> str | None:
+        return self._save_dir
+
+    @save_dir.setter
+    def save_dir(self, value: str | None) -> None:
+        if self._inner is not None:
+            raise RuntimeError("save_dir cannot change once the W&B run has started")
+        self._save_dir = value
+
+    @property
+    def enabled(self) -> bool:
+        return not self._disabled
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        inner = self._logger()
+        if inner is None:
+            return DummyExperiment()
+        try:
+            return inner.experiment
+        except Exception as err:
+            self._disable(err)
+            return DummyExperiment()
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        self._call("log_hyperparams", params)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", metrics, step)
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        self._call("log_image", key, images, step, **kwargs)
+
+    @rank_zero_only
+    def log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int | None = None) -> None:
+        self._call("log_table", key=key, columns=columns, data=data, step=step)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self._inner is not None:
+            self._call("after_save_checkpoint", checkpoint_callback)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._inner is None:
+            return
+        self._call("finalize", status)
+        try:
+            experiment = self._inner.experiment
+            if hasattr(experiment, "finish"):
+                experiment.finish(exit_code=0 if status == "success" else 1)
+        except Exception as err:
+            self._disable(err)
+        self._inner = None

@@ -1,0 +1,221 @@
+"""The one Lightning base every method subclasses.
+
+It owns the task model, the evaluation metrics (per evaluation domain), logging, optimizer and
+scheduler wiring from config, and the ``augment`` hook. A method only implements
+:meth:`DAMethod.compute_losses`, returning a dict of named loss terms with the total under ``"loss"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from syn2real.adversarial.base import Augmentation
+from syn2real.metrics.classification import ClassificationMetrics
+from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
+
+__all__ = ["DAMethod", "OptimConfig", "lr_lambda"]
+
+Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    Args:
+        name: ``sgd``, ``adam`` or ``adamw``.
+        lr: base learning rate (of the new layers; the backbone gets ``lr * backbone_lr_mult``).
+        momentum / nesterov: SGD only.
+        betas: Adam(W) only.
+        weight_decay: L2 / decoupled weight decay.
+        backbone_lr_mult: multiplier for pretrained backbone parameters (0.1 is the usual fine-tuning value).
+        scheduler: ``none``; ``poly`` (``(1 - t/T)^power``, DeepLab/CBST); ``cosine`` (to ``min_lr_ratio``);
+            ``inv`` (DANN's ``(1 + gamma * t/T)^-power``).
+        warmup_steps: linear warm-up steps before the schedule.
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    backbone_lr_mult: float = 1.0
+    scheduler: Literal["none", "poly", "cosine", "inv"] = "none"
+    power: float = 0.9
+    gamma: float = 10.0
+    inv_power: float = 0.75
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 0
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int):
+    """Multiplier of the base lr at step ``t`` for ``cfg.scheduler`` over ``total_steps`` steps."""
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if cfg.scheduler == "poly":
+            return (1.0 - t) ** cfg.power
+        if cfg.scheduler == "cosine":
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.scheduler == "inv":
+            return (1.0 + cfg.gamma * t) ** (-cfg.inv_power)
+        return 1.0
+
+    return factor
+
+
+def _plain(value: Any) -> Any:
+    """Hyper-parameters as YAML-able primitives, so checkpoints load with ``weights_only=True``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+class DAMethod(L.LightningModule):
+    """Base of every method: task model + losses (:meth:`compute_losses`) + optional augmentation.
+
+    Args:
+        network: the task network (timm backbone, optional bottleneck, linear head).
+        optim: optimizer and schedule.
+        augment: applied to the labelled source batch during training (adversarial/spatial examples).
+    """
+
+    def __init__(
+        self,
+        network: NetworkConfig | None = None,
+        optim: OptimConfig | None = None,
+        augment: Augmentation | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment"])
+        self._set_hparams(_plain(dict(self.hparams)))
+        self.network_cfg = network or NetworkConfig()
+        self.optim_cfg = optim or OptimConfig()
+        self.augment = augment
+        self.model: ImageClassifier = build_classifier(self.network_cfg)
+        n = self.network_cfg.num_classes
+        self.eval_metrics = nn.ModuleDict(
+            {d: ClassificationMetrics(n, prefix=d) for d in ("target", "source")}
+        )
+        self.eval_domains: list[str] = ["target"]
+        self.last_confusion: dict[str, torch.Tensor] = {}
+
+    # -- wiring with the data -------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        self.eval_domains = list(getattr(dm, "eval_domains", ["target"])) or ["target"]
+        classes = getattr(dm, "classes", None)
+        if classes is not None:
+            if len(classes) != self.network_cfg.num_classes:
+                raise ValueError(
+                    f"model.network.num_classes is {self.network_cfg.num_classes} but the data has "
+                    f"{len(classes)} classes {list(classes)}; set model.init_args.network.num_classes"
+                )
+            for metrics in self.eval_metrics.values():
+                metrics.class_names = list(classes)
+
+    # -- training -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def source_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labelled source batch, passed through ``augment`` when one is configured."""
+        x, y = batch["source"]
+        if self.augment is not None:
+            x, y = self.augment(self.model, x, y)
+        return x, y
+
+    def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms of one training step; the total to minimise under ``"loss"``."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        if "loss" not in losses:
+            raise KeyError(f"{type(self).__name__}.compute_losses must return a 'loss' entry, got {list(losses)}")
+        bs = batch["source"][0].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        return losses["loss"]
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
+        x, y = batch
+        self.eval_metrics[self.eval_domains[dataloader_idx]].update(self.model(x), y)
+
+    def _eval_epoch_end(self) -> None:
+        for domain, metrics in self.eval_metrics.items():
+            if not metrics.has_updates():
+                continue
+            values = metrics.compute()
+            self.last_confusion[domain] = metrics.confusion().cpu()
+            main = {f"{domain}/acc", f"{domain}/acc_class_mean"}
+            self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True, sync_dist=True)
+            self.log_dict({k: v for k, v in values.items() if k not in main}, sync_dist=True)
+            metrics.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x, _ = batch
+        probs = self.model(x).softmax(dim=1)
+        conf, pred = probs.max(dim=1)
+        return {"pred": pred, "confidence": conf, "probs": probs}
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups with their lr; methods with extra trained networks extend this."""
+        cfg = self.optim_cfg
+        groups = self.model.param_groups()
+        return [
+            {"params": groups["backbone"], "lr": cfg.lr * cfg.backbone_lr_mult, "name": "backbone"},
+            {"params": groups["head"], "lr": cfg.lr, "name": "head"},
+        ]
+
+    def build_optimizer(self, groups: list[dict[str, Any]], cfg: OptimConfig | None = None) -> torch.optim.Optimizer:
+        cfg = cfg or self.optim_cfg
+        groups = [g for g in groups if g["params"]]
+        if cfg.name == "sgd":
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            )
+        opt_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return opt_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer(self.param_groups())
+        if self.optim_cfg.scheduler == "none" and self.optim_cfg.warmup_steps == 0:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = LambdaLR(optimizer, lr_lambda(self.optim_cfg, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny image trees written in real layouts, an isolated cache, CLI helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Never talk to W&B servers from tests; every run stays offline on disk.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_class_tree(root: Path, classes: list[str], per_class: int, size: int = 28, mode: str = "L", seed: int = 0) -> Path:
+    """``<root>/<class>/<i>.png`` with a class-dependent bright square so the classes are learnable."""
+    rng = np.random.default_rng(seed)
+    for c_idx, name in enumerate(classes):
+        for i in range(per_class):
+            img = rng.integers(0, 40, size=(size, size), dtype=np.uint8)
+            r = 2 + 3 * (c_idx % 6)
+            img[r : r + 6, r : r + 6] = 255
+            if mode == "RGB":
+                img = np.stack([img] * 3, axis=-1)
+            write_png(root / name / f"{i:03d}.png", img)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYN2REAL_CACHE", str(tmp_path_factory.getbasetemp() / "syn2real_cache"))
+
+
+@pytest.fixture
+def class_tree(tmp_path: Path) -> Path:
+    return make_class_tree(tmp_path / "domain", ["0", "1", "2"], per_class=8)
