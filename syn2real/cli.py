@@ -2,6 +2,7 @@
 
 A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
 (``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
+sample grids / confusion matrices / per-class tables for W&B (``--media.*``),
 atomic checkpoint writes with ``weights_only=True`` loads, and a W&B offline run inside the run directory
 when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
 """
@@ -18,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
+from syn2real.callbacks.wandb_media import WandbMedia
 
 __all__ = ["Syn2RealCLI", "main"]
 
@@ -38,6 +40,7 @@ class Syn2RealCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(MetricsJSON, "metrics")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(WandbMedia, "media")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -47,6 +50,16 @@ class Syn2RealCLI(LightningCLI):
             init_args = getattr(entry, "init_args", None)
             if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger") and init_args.save_dir is None:
                 init_args.save_dir = str(root)
+
+    def after_fit(self) -> None:
+        """Evaluate the final weights when training stopped after the last validation (e.g. ``max_steps``
+        mid-epoch), so ``metrics.json`` always describes the model that was saved last."""
+        if getattr(self.model, "last_eval_step", None) == self.trainer.global_step or self.trainer.interrupted:
+            return
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, MetricsJSON):
+                callback.next_stage = "fit"
+        self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         plugins = config.get("plugins") or []
@@ -58,8 +71,14 @@ class Syn2RealCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point."""
-    Syn2RealCLI(args=args if args is not None else sys.argv[1:])
+    """Console entry point: Lightning subcommands, plus ``aggregate`` for multi-seed results."""
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] == "aggregate":
+        from syn2real.results import main as aggregate_main
+
+        aggregate_main(args[1:])
+        return
+    Syn2RealCLI(args=args)
 
 
 if __name__ == "__main__":

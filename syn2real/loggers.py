@@ -13,7 +13,7 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from lightning.fabric.loggers.logger import DummyExperiment
+from lightning.pytorch.loggers.logger import DummyExperiment
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 

@@ -54,9 +54,11 @@ class MetricsJSON(L.Callback):
         self.filename = filename
         self.print_summary = print_summary
         self._start = time.time()
+        self.next_stage: str | None = None  # label of the next write (the CLI's final validation of a fit)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._start = time.time()
+        if self.next_stage is None:
+            self._start = time.time()
 
     def collect(self, trainer: L.Trainer) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -106,7 +108,8 @@ class MetricsJSON(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
-            self._write(trainer, "validate")
+            self._write(trainer, self.next_stage or "validate")
+            self.next_stage = None
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "test")

@@ -10,14 +10,16 @@ first, then ``"source"`` when a source validation split is held out).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from syn2real.data.datasets import (
     DatasetLayoutError,
@@ -200,11 +202,32 @@ class DomainPairDataModule(L.LightningDataModule):
         return len(self.classes)
 
     # -- loaders ----------------------------------------------------------------------------------
+    def _sampler(self, dataset: Dataset, train: bool) -> Sampler | None:
+        """Our own samplers, so runs are reproducible across world sizes.
+
+        Training always draws from one seeded permutation per epoch (``DistributedSampler`` semantics);
+        rank ``r`` of ``W`` takes every ``W``-th index of it, so ``W`` ranks with batch ``B`` see exactly the
+        batches that one process with batch ``W * B`` sees. Evaluation under DDP never pads or repeats
+        a sample, so metrics are exact for any dataset size.
+        """
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if train:
+            return DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=self.shuffle,
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=self.drop_last,
+            )
+        if world <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = self._sampler(dataset, train)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and self.shuffle,
+            shuffle=False,  # order comes from the sampler
+            sampler=sampler,
             drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

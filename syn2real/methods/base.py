@@ -117,6 +117,7 @@ class DAMethod(L.LightningModule):
         )
         self.eval_domains: list[str] = ["target"]
         self.last_confusion: dict[str, torch.Tensor] = {}
+        self.last_eval_step: int | None = None  # global step of the latest (non-sanity) evaluation
 
     # -- wiring with the data -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -173,6 +174,8 @@ class DAMethod(L.LightningModule):
             self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True, sync_dist=True)
             self.log_dict({k: v for k, v in values.items() if k not in main}, sync_dist=True)
             metrics.reset()
+        if not self.trainer.sanity_checking:
+            self.last_eval_step = self.trainer.global_step
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)

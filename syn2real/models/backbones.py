@@ -15,8 +15,6 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from syn2real.models.pretrained import load_state_dict_file, resolve_weights
-
 __all__ = ["DigitsCNN", "create_backbone", "digits_cnn"]
 
 
@@ -93,9 +91,11 @@ def create_backbone(
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if not timm.is_model(name):
         raise ValueError(f"unknown backbone {name!r}: not in timm's registry (see timm.list_models())")
-    path = resolve_weights(weights)
-    if path is None:
+    if weights is None:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    from syn2real.models.pretrained import load_state_dict_file, resolve_weights
+
+    path = resolve_weights(weights)
     if name == "digits_cnn":
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
         state = load_state_dict_file(path)

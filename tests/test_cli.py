@@ -1,0 +1,111 @@
+"""End-to-end runs of the real ``syn2real`` CLI on the embedded digits benchmark (shrunk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+
+# Shrink the real config: few synthetic digits, few steps, a held-out target split for fast evaluation.
+SMALL = [
+    "--data.init_args.n_synthetic", "320",
+    "--data.init_args.target_split", "0.1",
+    "--data.init_args.source_val_fraction", "0.1",
+    "--trainer.max_steps", "12",
+    "--trainer.limit_train_batches", "6",
+    "--trainer.accelerator", "cpu",
+    "--trainer.enable_progress_bar", "false",
+    "--media.every_n_steps", "5",
+]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "syn2real.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"syn2real {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+CONFIG = str(REPO / "configs" / "digits" / "source_only.yaml")
+
+
+@pytest.mark.slow
+def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run), cwd=tmp_path)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ["target/acc", "target/acc_class_mean", "target/ece", "source/acc"]:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert {f"target/acc_class/{c}" for c in range(10)} <= set(metrics)
+    assert metrics["stage"] == "fit" and metrics["global_step"] == 12 and metrics["seed"] == 0
+    # even 12 steps on synthetic digits beat chance on the real ones
+    assert metrics["target/acc"] > 0.2
+
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 12 and "state_dict" in ckpt
+    assert not list((run / "checkpoints").glob("*.tmp")), "no temporary checkpoint files left behind"
+    assert (run / "config.yaml").is_file() and (run / "confusion_target.png").is_file()
+    offline_runs = list((run / "wandb").glob("offline-run-*"))
+    assert offline_runs and list(offline_runs[0].glob("*.wandb"))
+
+    # resume from last.ckpt and train further
+    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir", str(run),
+            "--ckpt_path", str(last), cwd=tmp_path)
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 18
+
+    # test from the checkpoint: same numbers twice, stable names, stage recorded
+    test_dir = tmp_path / "test"
+    args = ["test", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
+            "--trainer.default_root_dir", str(test_dir)]
+    run_cli(*args, cwd=tmp_path)
+    first = json.loads((test_dir / "metrics.json").read_text())
+    run_cli(*args, cwd=tmp_path)
+    second = json.loads((test_dir / "metrics.json").read_text())
+    assert first["stage"] == "test" and first["target/acc"] == second["target/acc"]
+
+    out = run_cli("predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
+                  "--trainer.default_root_dir", str(tmp_path / "pred"), cwd=tmp_path)
+    assert out.returncode == 0
+
+
+@pytest.mark.slow
+def test_unknown_config_key_fails_clearly(tmp_path: Path) -> None:
+    bad = run_cli("fit", "--config", CONFIG, "--model.init_args.network.no_such_key", "3", cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "no_such_key" in bad.stderr
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("model:\n  class_path: syn2real.methods.SourceOnly\n  init_args:\n    optimm: {lr: 0.1}\n")
+    bad = run_cli("fit", "--config", CONFIG, "--config", str(cfg), cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "optimm" in bad.stderr
+
+
+@pytest.mark.slow
+def test_wandb_failure_warns_and_training_continues(tmp_path: Path) -> None:
+    # A broken wandb installation: importing it raises. Training must finish and write its metrics.
+    shim = tmp_path / "shim" / "wandb"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('wandb is broken in this environment')\n")
+    run = tmp_path / "run"
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])}
+    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(run),
+                   cwd=tmp_path, env=env)
+    assert "W&B logging disabled" in proc.stderr + proc.stdout
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "resnet18.pth"
+    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--model.init_args.network.backbone", "resnet18",
+                   "--model.init_args.network.weights", str(missing), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and str(missing) in proc.stderr
