@@ -109,3 +109,31 @@ def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     proc = run_cli("fit", "--config", CONFIG, *SMALL, "--model.init_args.network.backbone", "resnet18",
                    "--model.init_args.network.weights", str(missing), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and str(missing) in proc.stderr
+
+
+@pytest.mark.slow
+def test_visda_config_runs_on_a_tiny_tree_in_the_official_layout(tmp_path: Path) -> None:
+    from conftest import make_class_tree
+
+    classes = ["aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person", "plant",
+               "skateboard", "train", "truck"]
+    for split, seed in (("train", 0), ("validation", 1)):
+        root = make_class_tree(tmp_path / "visda" / split, classes, per_class=2, size=40, mode="RGB", seed=seed)
+        lines = [f"{c}/{i:03d}.png {k}" for k, c in enumerate(classes) for i in range(2)]
+        (root / "image_list.txt").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    run_cli(
+        "fit", "--config", str(REPO / "configs" / "visda17" / "source_only.yaml"),
+        "--model.init_args.network.backbone", "resnet18",
+        "--data.init_args.source.root", str(tmp_path / "visda" / "train"),
+        "--data.init_args.target.root", str(tmp_path / "visda" / "validation"),
+        "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+        "--data.init_args.source_val_fraction", "0.25",
+        "--data.init_args.train_transforms", "[{name: Resize, height: 32, width: 32}, {name: Normalize}]",
+        "--data.init_args.eval_transforms", "[{name: Resize, height: 32, width: 32}, {name: Normalize}]",
+        "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(run),
+        cwd=tmp_path,
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"target/acc", "target/acc_class_mean", "target/acc_class/truck"} <= set(metrics)
