@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,24 +11,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["MetricsJSON", "write_json_atomic"]
+from syn2real.io import write_json_atomic
+
+__all__ = ["MetricsJSON"]
 
 _PREFIXES = ("target/", "source/")
-
-
-def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``data`` as JSON via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _scalar(value: Any) -> float | None:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from syn2real.io import cache_root
+
 __all__ = [
     "DIGIT_CLASSES",
     "RENDERER_VERSION",
@@ -55,9 +57,7 @@ _PROGRESS_MIN_IMAGES = 1000
 
 def default_cache_dir() -> Path:
     """``$SYN2REAL_CACHE/digits`` if the variable is set, else ``~/.cache/syn2real/digits``."""
-    env = os.environ.get("SYN2REAL_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "syn2real"
-    return base / "digits"
+    return cache_root() / "digits"
 
 
 def _matplotlib_font_dir() -> Path:

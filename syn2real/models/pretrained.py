@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from syn2real.io import atomic_torch_save, cache_root
 
 __all__ = ["PACKAGE_WEIGHTS", "load_state_dict_file", "package_weights_file", "resolve_weights"]
 
@@ -69,9 +69,7 @@ def _normalize_spec(spec: str) -> str:
 
 
 def _default_cache_dir() -> Path:
-    root = os.environ.get("SYN2REAL_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "syn2real"
-    return base / "weights"
+    return cache_root() / "weights"
 
 
 def _file_sha256(path: Path) -> str:
@@ -113,30 +111,6 @@ def _convert_package_weights(source_file: Path, model_name: str) -> dict[str, to
     return _map_in_order(source, target, f"{source_file} -> {model_name}")
 
 
-def _save_atomic(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # persist the rename itself; not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def package_weights_file(spec: str, cache_dir: Path | str | None = None) -> Path:
     """Convert a ``package:...`` spec's weights to a timm state dict file (cached) and return its path.
 
@@ -157,7 +131,7 @@ def package_weights_file(spec: str, cache_dir: Path | str | None = None) -> Path
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    _save_atomic(_convert_package_weights(source_file, model_name), path)
+    atomic_torch_save(_convert_package_weights(source_file, model_name), path)
     return path
 
 

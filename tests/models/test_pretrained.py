@@ -123,7 +123,9 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
     def broken_replace(src: str, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pretrained.os, "replace", broken_replace)
+    import syn2real.io
+
+    monkeypatch.setattr(syn2real.io.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         package_weights_file(SPEC, cache_dir=tmp_path)
     assert os.listdir(tmp_path) == []

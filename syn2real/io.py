@@ -1,0 +1,60 @@
+"""File outputs that are never torn: write to a temporary file in the same folder, fsync, ``os.replace``.
+
+Also the cache root shared by the digits renderer and the converted weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "cache_root"]
+
+
+def cache_root() -> Path:
+    """``$SYN2REAL_CACHE`` if set, else ``~/.cache/syn2real``."""
+    env = os.environ.get("SYN2REAL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "syn2real"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a temporary file next to ``path`` and move it over ``path`` only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # persist the rename itself where the platform allows it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` that leaves either the old file or the complete new one."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """JSON (indented, sorted keys) written atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from syn2real.callbacks.checkpoint import AtomicCheckpointIO
+from syn2real.io import atomic_torch_save, atomic_write, write_json_atomic
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_torch_save({"a": torch.ones(2)}, target)
+
+    def broken(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_json_written_atomically(tmp_path: Path) -> None:
+    write_json_atomic({"b": 1, "a": 2.5}, tmp_path / "m" / "metrics.json")
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text()) == {"a": 2.5, "b": 1}
+
+
+def test_checkpoint_io_loads_weights_only_and_names_bad_files(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, tmp_path / "ok.ckpt")
+    assert io.load_checkpoint(tmp_path / "ok.ckpt")["epoch"] == 1
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        io.load_checkpoint(tmp_path / "missing.ckpt")
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="bad.ckpt"):
+        io.load_checkpoint(tmp_path / "bad.ckpt")
+
+    # an arbitrary pickled object is refused by weights_only loading
+    torch.save({"obj": Path("x")}, tmp_path / "pickle.ckpt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        io.load_checkpoint(tmp_path / "pickle.ckpt")
