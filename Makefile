@@ -11,7 +11,6 @@ export WANDB_SILENT ?= true
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install "torch==2.14.1" "torchvision==0.29.1"
