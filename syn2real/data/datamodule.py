@@ -28,7 +28,7 @@ from syn2real.data.datasets import (
     TransformedSubset,
     UnlabelledFolderDataset,
 )
-from syn2real.data.transforms import TransformSpec, build_transform
+from syn2real.data.transforms import build_transform
 
 __all__ = ["DomainSpec", "DomainPairDataModule", "split_indices"]
 
