@@ -45,6 +45,9 @@ class Syn2RealCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.default_root_dir or os.getcwd()
+        # known before the trainer exists, so `--ckpt_path last` finds <root>/checkpoints/last.ckpt
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
         logger = config.trainer.logger
         for entry in logger if isinstance(logger, list) else [logger]:
             init_args = getattr(entry, "init_args", None)

@@ -59,9 +59,9 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert offline_runs and list(offline_runs[0].glob("*.wandb"))
 
-    # resume from last.ckpt and train further
+    # resume with `--ckpt_path last` (resolved in <run>/checkpoints) and train further
     run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir", str(run),
-            "--ckpt_path", str(last), cwd=tmp_path)
+            "--ckpt_path", "last", cwd=tmp_path)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 18
 
     # test from the checkpoint: same numbers twice, stable names, stage recorded

@@ -315,12 +315,15 @@ class DigitsDataModule(DomainPairDataModule):
 
         return prepare_digits(self.cache_dir, n_synthetic=self.n_synthetic, seed=self.render_seed)
 
+    def _missing_domains(self) -> bool:
+        return any(spec is None or spec.root is None for spec in (self.source, self.target))
+
     def prepare_data(self) -> None:
-        if self.source is None or self.source.root is None or self.target is None or self.target.root is None:
+        if self._missing_domains():
             self._render()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.source is None or self.source.root is None or self.target is None or self.target.root is None:
+        if self._missing_domains():
             paths = self._render()  # already rendered by prepare_data: this only reads the manifests
             if self.source is None or self.source.root is None:
                 self.source = DomainSpec(root=str(paths["synthetic"]))
