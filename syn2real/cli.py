@@ -2,7 +2,8 @@
 
 A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
 (``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
-sample grids / confusion matrices / per-class tables for W&B (``--media.*``),
+sample grids / confusion matrices / per-class tables for W&B (``--media.*``), ``predictions.csv`` from
+``predict`` (``--predictions.*``),
 atomic checkpoint writes with ``weights_only=True`` loads, and a W&B offline run inside the run directory
 when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
 """
@@ -19,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
+from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.wandb_media import WandbMedia
 
 __all__ = ["Syn2RealCLI", "main"]
@@ -41,6 +43,7 @@ class Syn2RealCLI(LightningCLI):
         parser.add_lightning_class_args(MetricsJSON, "metrics")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(WandbMedia, "media")
+        parser.add_lightning_class_args(PredictionsCSV, "predictions")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -74,9 +74,13 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     second = json.loads((test_dir / "metrics.json").read_text())
     assert first["stage"] == "test" and first["target/acc"] == second["target/acc"]
 
-    out = run_cli("predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
-                  "--trainer.default_root_dir", str(tmp_path / "pred"), cwd=tmp_path)
-    assert out.returncode == 0
+    run_cli("predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
+            "--trainer.default_root_dir", str(tmp_path / "pred"), cwd=tmp_path)
+    rows = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "path,pred,class,confidence"
+    assert len(rows) == 1 + 4500  # the unlabelled target training pool (90% of the 5,000 real digits)
+    path, pred, name, conf = rows[1].split(",")
+    assert Path(path).is_file() and name == pred and 0.0 < float(conf) <= 1.0
 
 
 @pytest.mark.slow

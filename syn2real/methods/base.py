@@ -191,9 +191,8 @@ class DAMethod(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         x, _ = batch
-        probs = self.model(x).softmax(dim=1)
-        conf, pred = probs.max(dim=1)
-        return {"pred": pred, "confidence": conf, "probs": probs}
+        conf, pred = self.model(x).softmax(dim=1).max(dim=1)
+        return {"pred": pred, "confidence": conf}
 
     # -- optimisation ---------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:

@@ -1,0 +1,68 @@
+"""``syn2real predict`` output: one CSV row per target image (path, predicted class, confidence)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+__all__ = ["PredictionsCSV"]
+
+
+class PredictionsCSV(BasePredictionWriter):
+    """Writes ``<default_root_dir>/<filename>`` (``predictions.rank<r>.csv`` per rank under DDP).
+
+    Columns: ``path`` (when the dataset knows it), ``pred`` (index), ``class`` (name), ``confidence``.
+    Rows are written as batches arrive, so memory stays bounded on large target sets; the file is
+    complete when ``predict`` returns.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.filename = filename
+        self._file: Any = None
+        self._writer: Any = None
+        self._path: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        name = self.filename
+        if trainer.world_size > 1:
+            stem, ext = os.path.splitext(name)
+            name = f"{stem}.rank{trainer.global_rank}{ext}"
+        self._path = Path(trainer.default_root_dir) / name
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._path, "w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["path", "pred", "class", "confidence"])
+
+    @staticmethod
+    def _dataset(trainer: L.Trainer) -> Any:
+        dm = trainer.datamodule
+        return getattr(dm, "datasets", {}).get("target_predict") if dm is not None else None
+
+    def write_on_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Any,
+        batch: Any, batch_idx: int, dataloader_idx: int,
+    ) -> None:
+        if self._writer is None or not isinstance(prediction, dict):
+            return
+        dataset = self._dataset(trainer)
+        classes = list(getattr(dataset, "classes", []) or [])
+        preds = prediction["pred"].tolist()
+        confs = prediction["confidence"].tolist()
+        indices = list(batch_indices) if batch_indices is not None else [None] * len(preds)
+        for idx, pred, conf in zip(indices, preds, confs):
+            path = ""
+            if dataset is not None and idx is not None and hasattr(dataset, "indices"):
+                path = str(dataset.base.samples[dataset.indices[idx]][0])
+            name = classes[pred] if pred < len(classes) else str(pred)
+            self._writer.writerow([path, pred, name, f"{conf:.6f}"])
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
