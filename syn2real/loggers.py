@@ -148,13 +148,7 @@ class SafeWandbLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self._inner is None:
-            return
-        self._call("finalize", status)
-        try:
-            experiment = self._inner.experiment
-            if hasattr(experiment, "finish"):
-                experiment.finish(exit_code=0 if status == "success" else 1)
-        except Exception as err:
-            self._disable(err)
-        self._inner = None
+        # The run stays open (wandb closes it at process exit): the CLI may validate the final weights
+        # after fit, and those metrics belong to the same run.
+        if self._inner is not None:
+            self._call("finalize", status)
