@@ -47,6 +47,7 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     for key in ["target/acc", "target/acc_class_mean", "target/ece", "source/acc"]:
         assert 0.0 <= metrics[key] <= 1.0, key
     assert {f"target/acc_class/{c}" for c in range(10)} <= set(metrics)
+    assert {"target/validator/entropy", "target/validator/infomax", "target/validator/snd"} <= set(metrics)
     assert metrics["stage"] == "fit" and metrics["global_step"] == 12 and metrics["seed"] == 0
     # even 12 steps on synthetic digits beat chance on the real ones
     assert metrics["target/acc"] > 0.2

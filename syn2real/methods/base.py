@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.metrics.classification import ClassificationMetrics
+from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
 from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
 
 __all__ = ["DAMethod", "OptimConfig", "lr_lambda"]
@@ -115,6 +116,11 @@ class DAMethod(L.LightningModule):
         self.eval_metrics = nn.ModuleDict(
             {d: ClassificationMetrics(n, prefix=d) for d in ("target", "source")}
         )
+        # label-free scores of the target predictions, for unsupervised checkpoint selection
+        # (`checkpoint.monitor: target/validator/snd`, mode max)
+        self.validators = nn.ModuleDict(
+            {"entropy": EntropyValidator(), "infomax": InfoMaxValidator(n), "snd": SNDValidator()}
+        )
         self.eval_domains: list[str] = ["target"]
         self.last_confusion: dict[str, torch.Tensor] = {}
         self.last_eval_step: int | None = None  # global step of the latest (non-sanity) evaluation
@@ -162,7 +168,13 @@ class DAMethod(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
         x, y = batch
-        self.eval_metrics[self.eval_domains[dataloader_idx]].update(self.model(x), y)
+        domain = self.eval_domains[dataloader_idx]
+        logits = self.model(x)
+        self.eval_metrics[domain].update(logits, y)
+        if domain == "target":
+            probs = logits.detach().float().softmax(dim=1)
+            for validator in self.validators.values():
+                validator.update(probs)
 
     def _eval_epoch_end(self) -> None:
         for domain, metrics in self.eval_metrics.items():
@@ -174,6 +186,11 @@ class DAMethod(L.LightningModule):
             self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True, sync_dist=True)
             self.log_dict({k: v for k, v in values.items() if k not in main}, sync_dist=True)
             metrics.reset()
+        if self.validators["entropy"].update_count:
+            scores = {f"target/validator/{k}": v.compute() for k, v in self.validators.items()}
+            self.log_dict(scores, sync_dist=True)
+            for validator in self.validators.values():
+                validator.reset()
         if not self.trainer.sanity_checking:
             self.last_eval_step = self.trainer.global_step
 

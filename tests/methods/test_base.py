@@ -109,4 +109,8 @@ def test_source_only_learns_and_evaluates_target(tmp_path: Path) -> None:
     assert metrics["target/acc"].item() > 0.9
     assert not math.isnan(metrics["target/ece"].item())
     assert {"target/acc_class/0", "target/acc_class_mean"} <= set(metrics)
+    # label-free validators: a confident model has entropy score near 0 (from below), IM near log 3
+    assert -0.5 < metrics["target/validator/entropy"].item() <= 0.0
+    assert metrics["target/validator/infomax"].item() > 0.5
+    assert metrics["target/validator/snd"].item() > 0.0
     assert method.last_confusion["target"].sum().item() == 18
