@@ -165,14 +165,14 @@ class DomainPairDataModule(L.LightningDataModule):
         if self.target_eval is not None:
             target_eval = self._domain(self.target_eval, "target_eval", self._classes_for(self.target_eval))
             self._check_classes(target_eval, "target_eval")
-            self.datasets["target_train"] = TransformedSubset(target, range(len(target)), target_tf)
+            self.datasets["target_train"] = TransformedSubset(target, range(len(target)), target_tf, return_index=True)
             self.datasets["target_eval"] = TransformedSubset(target_eval, range(len(target_eval)), eval_tf)
         else:
             if self.target_split is not None:
                 tgt_train, tgt_eval = split_indices(len(target), self.target_split, self.split_seed)
             else:
                 tgt_train = tgt_eval = list(range(len(target)))
-            self.datasets["target_train"] = TransformedSubset(target, tgt_train, target_tf)
+            self.datasets["target_train"] = TransformedSubset(target, tgt_train, target_tf, return_index=True)
             if self.target is not None and self.target.format != "unlabelled":
                 self.datasets["target_eval"] = TransformedSubset(target, tgt_eval, eval_tf)
             else:
@@ -260,6 +260,10 @@ class DigitsDataModule(DomainPairDataModule):
     Both domains are written once as image folders under ``cache_dir`` (default ``$SYN2REAL_CACHE/digits``
     or ``~/.cache/syn2real/digits``) and reused. Give ``source`` or ``target`` to replace a domain with
     your own folder, e.g. ``--data.target.root /path/to/my_digits`` (``<root>/<0..9>/<image>``).
+
+    ``source_domain: mnist`` makes the labelled source the real digits themselves: with
+    ``source_val_fraction: 0.2`` and ``target_split: 0.2`` (same ``split_seed``) a model trains on 4,000 real
+    digits and is evaluated on the 1,000 it never saw, the in-domain oracle (``configs/digits/oracle.yaml``).
     """
 
     def __init__(
@@ -283,6 +287,7 @@ class DigitsDataModule(DomainPairDataModule):
         in_memory: bool = True,
         shuffle: bool = True,
         drop_last: bool = True,
+        source_domain: Literal["synthetic", "mnist"] = "synthetic",
     ) -> None:
         from syn2real.data.digits import DIGIT_CLASSES
         from syn2real.data.transforms import DIGITS_TRANSFORMS
@@ -309,6 +314,9 @@ class DigitsDataModule(DomainPairDataModule):
         self.cache_dir = cache_dir
         self.n_synthetic = n_synthetic
         self.render_seed = render_seed
+        if source_domain not in ("synthetic", "mnist"):
+            raise ValueError(f"data.source_domain must be 'synthetic' or 'mnist', got {source_domain!r}")
+        self.source_domain = source_domain
 
     def _render(self) -> dict[str, Path]:
         from syn2real.data.digits import prepare_digits
@@ -326,7 +334,7 @@ class DigitsDataModule(DomainPairDataModule):
         if self._missing_domains():
             paths = self._render()  # already rendered by prepare_data: this only reads the manifests
             if self.source is None or self.source.root is None:
-                self.source = DomainSpec(root=str(paths["synthetic"]))
+                self.source = DomainSpec(root=str(paths[self.source_domain]))
             if self.target is None or self.target.root is None:
                 self.target = DomainSpec(root=str(paths["mnist"]))
         super().setup(stage)

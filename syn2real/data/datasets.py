@@ -110,13 +110,20 @@ def apply_transform(transform: Callable | None, image: np.ndarray) -> torch.Tens
 
 
 class TransformedSubset(Dataset):
-    """``indices`` of a dataset with their own transform (a held-out split evaluated without augmentation)."""
+    """``indices`` of a dataset with their own transform (a held-out split evaluated without augmentation).
 
-    def __init__(self, base: _ImageDataset, indices: Sequence[int], transform: Callable | None) -> None:
+    With ``return_index`` an item is ``(image, label, i)``, ``i`` its position in this subset: self-training
+    looks pseudo-labels up by it. The label of a target item is for evaluation only; methods never train on it.
+    """
+
+    def __init__(
+        self, base: _ImageDataset, indices: Sequence[int], transform: Callable | None, return_index: bool = False
+    ) -> None:
         self.base = base
         self.indices = list(indices)
         self.transform = transform
         self.classes = base.classes
+        self.return_index = return_index
 
     @property
     def targets(self) -> list[int]:
@@ -125,8 +132,10 @@ class TransformedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, int]:
         image, label = self.base.load(self.indices[index])
+        if self.return_index:
+            return apply_transform(self.transform, image), label, index
         return apply_transform(self.transform, image), label
 
 
