@@ -5,12 +5,19 @@ them with :mod:`syn2real.losses.adversarial` (source = 1)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["DISCRIMINATOR_PRESETS", "ConvDiscriminator", "MLPDiscriminator", "build_discriminator"]
+__all__ = [
+    "DISCRIMINATOR_PRESETS",
+    "ConvDiscriminator",
+    "DiscriminatorConfig",
+    "MLPDiscriminator",
+    "build_discriminator",
+]
 
 Preset = Literal["adda", "cycada_logits", "dann", "dann_bn", "dann_small"]
 
@@ -82,6 +89,36 @@ def build_discriminator(preset: Preset, in_features: int) -> MLPDiscriminator:
     """MLP discriminator with a paper's sizes: 'adda' in-500-500-1, 'cycada_logits' in-500-500-2, 'dann'
     in-1024-1024-1 (dropout 0.5), 'dann_bn' in-1024-1024-1 (BatchNorm, TLlib default), 'dann_small' in-100-1."""
     return MLPDiscriminator.from_preset(preset, in_features)
+
+
+@dataclass
+class DiscriminatorConfig:
+    """An MLP discriminator from config: a preset's sizes, each field overridable.
+
+    Args:
+        preset: ``adda`` (in-500-500-1), ``cycada_logits`` (in-500-500-2), ``dann`` (in-1024-1024-1, dropout 0.5),
+            ``dann_bn`` (in-1024-1024-1, BatchNorm), ``dann_small`` (in-100-1).
+        hidden: hidden layer sizes, replacing the preset's.
+        dropout / batch_norm: replace the preset's.
+        lr_mult: the discriminator's learning rate relative to the method's base lr.
+    """
+
+    preset: Preset = "dann"
+    hidden: list[int] | None = None
+    dropout: float | None = None
+    batch_norm: bool | None = None
+    lr_mult: float = 1.0
+
+    def build(self, in_features: int) -> MLPDiscriminator:
+        if self.preset not in DISCRIMINATOR_PRESETS:
+            raise ValueError(
+                f"unknown discriminator preset {self.preset!r}; choose from {sorted(DISCRIMINATOR_PRESETS)}"
+            )
+        kwargs = dict(DISCRIMINATOR_PRESETS[self.preset])
+        for key in ("hidden", "dropout", "batch_norm"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        return MLPDiscriminator(in_features, **kwargs)
 
 
 class ConvDiscriminator(nn.Module):
