@@ -28,7 +28,8 @@ def _scalar(value: Any) -> float | None:
 
 class MetricsJSON(L.Callback):
     """Writes the final evaluation metrics (``target/acc``, ``target/acc_class_mean``, ``target/ece``,
-    ``target/acc_class/<name>``, ``source/...``) with stable names to ``<default_root_dir>/<filename>``.
+    ``target/acc_class/<name>``, ``source/...``) with stable names to ``<default_root_dir>/<filename>``, plus
+    whatever the method's ``run_summary()`` returns (self-training: ``self_training_rounds``).
 
     Args:
         filename: file name inside ``trainer.default_root_dir``.
@@ -66,6 +67,10 @@ class MetricsJSON(L.Callback):
             "world_size": trainer.world_size,
             "wall_time_s": round(time.time() - self._start, 2),
         }
+        # methods may add structured records, e.g. self-training's per-round pseudo-label statistics
+        summary = getattr(trainer.lightning_module, "run_summary", None)
+        if callable(summary):
+            data.update(summary())
         path = Path(trainer.default_root_dir) / self.filename
         write_json_atomic(data, path)
         if self.print_summary:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -22,7 +23,7 @@ from syn2real.metrics.classification import ClassificationMetrics
 from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
 from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
 
-__all__ = ["DAMethod", "OptimConfig", "lr_lambda"]
+__all__ = ["DAMethod", "OptimConfig", "load_model_weights", "lr_lambda"]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -90,6 +91,34 @@ def _plain(value: Any) -> Any:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> None:
+    """Load the task network of a syn2real checkpoint (the ``model.*`` entries of any method's state dict:
+    source-only, DANN, ADDA's target network, ...) into ``model``, with ``weights_only=True``.
+
+    Raises a clear error for a missing file, a file without a ``state_dict`` and a network mismatch."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {file} does not exist; give the .ckpt of a finished stage")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
+        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {file} has no 'state_dict'; expected a Lightning checkpoint written by syn2real")
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"checkpoint {file} has no '{prefix}*' entries; expected a syn2real method checkpoint")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"checkpoint {file} does not fit model.network (same backbone, num_classes, bottleneck?): {err}"
+        ) from err
+
+
 class DAMethod(L.LightningModule):
     """Base of every method: task model + losses (:meth:`compute_losses`) + optional augmentation.
 
@@ -124,6 +153,8 @@ class DAMethod(L.LightningModule):
         self.eval_domains: list[str] = ["target"]
         self.last_confusion: dict[str, torch.Tensor] = {}
         self.last_eval_step: int | None = None  # global step of the latest (non-sanity) evaluation
+        # every evaluation during fit: metrics + label-free validators (model-selection studies, metrics.json)
+        self.eval_history: list[dict[str, float]] = []
 
     # -- wiring with the data -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -177,10 +208,14 @@ class DAMethod(L.LightningModule):
                 validator.update(probs)
 
     def _eval_epoch_end(self) -> None:
+        summary: list[str] = []
+        record: dict[str, float] = {}
         for domain, metrics in self.eval_metrics.items():
             if not metrics.has_updates():
                 continue
             values = metrics.compute()
+            summary.append(f"{domain}/acc {100 * float(values[f'{domain}/acc']):.2f} %")
+            record.update({k: float(v) for k, v in values.items() if "/acc_class/" not in k})
             self.last_confusion[domain] = metrics.confusion().cpu()
             main = {f"{domain}/acc", f"{domain}/acc_class_mean"}
             self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True, sync_dist=True)
@@ -189,10 +224,25 @@ class DAMethod(L.LightningModule):
         if self.validators["entropy"].update_count:
             scores = {f"target/validator/{k}": v.compute() for k, v in self.validators.items()}
             self.log_dict(scores, sync_dist=True)
+            record.update({k: float(v) for k, v in scores.items()})
             for validator in self.validators.values():
                 validator.reset()
         if not self.trainer.sanity_checking:
             self.last_eval_step = self.trainer.global_step
+            if summary:
+                rank_zero_info(f"epoch {self.current_epoch} step {self.global_step}: " + ", ".join(summary))
+            if record and self.trainer.state.fn == "fit":
+                self.eval_history.append({"epoch": self.current_epoch, "global_step": self.global_step, **record})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["syn2real_eval_history"] = list(self.eval_history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.eval_history = list(checkpoint.get("syn2real_eval_history") or [])
+
+    def run_summary(self) -> dict[str, Any]:
+        """Structured records added to ``metrics.json``: the per-evaluation history of this fit."""
+        return {"eval_history": list(self.eval_history)} if self.eval_history else {}
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)
