@@ -19,8 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The embedded benchmark, synthetic font digits -> real MNIST: source-only, then DANN, side by side (~7 min, 2 CPUs).
 demo: install
-	$(BIN)/syn2real fit --config configs/demo.yaml
+	$(BIN)/syn2real fit --config configs/digits/source_only.yaml --trainer.default_root_dir runs/demo/source_only
+	$(BIN)/syn2real fit --config configs/digits/dann.yaml --trainer.default_root_dir runs/demo/dann
+	$(BIN)/syn2real compare source-only=runs/demo/source_only/metrics.json DANN=runs/demo/dann/metrics.json
 
 test: install
 	$(BIN)/python -m pytest -ra
@@ -28,11 +31,30 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow"
 
-# Source-only on the digits benchmark, 3 seeds, aggregated (docs/results.md).
+# Every digits result of docs/results.md: 3 seeds per method, stages chained through checkpoints
+# (source-only -> ADDA / self-training; DANN -> self-training), then the mean ± std tables.
+# Finished runs (with metrics.json) are skipped, so an interrupted `make results` continues.
+SEEDS ?= 0 1 2
+R := runs/results
+FIT = $(BIN)/syn2real fit --trainer.enable_progress_bar false
+define fit_seeds
+	for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3) || exit 1; done
+endef
 results: install
-	for s in 0 1 2; do $(BIN)/syn2real fit --config configs/digits/source_only.yaml \
-	  --seed_everything $$s --trainer.default_root_dir runs/results/source_only/seed$$s || exit 1; done
-	$(BIN)/syn2real aggregate runs/results/source_only/seed*/metrics.json
+	$(call fit_seeds,source_only,source_only,)
+	$(call fit_seeds,adda,adda,--model.init_args.source_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,cbst_from_source,cbst,--model.init_args.init_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,crst_from_source,crst,--model.init_args.init_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,dann,dann,)
+	$(call fit_seeds,cbst_from_dann,cbst,--model.init_args.init_checkpoint $(R)/dann/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,crst_from_dann,crst,--model.init_args.init_checkpoint $(R)/dann/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,cdan,cdan,)
+	$(call fit_seeds,oracle,oracle,)
+	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann oracle; do \
+	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
+	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
+	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json
 
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py
