@@ -130,10 +130,10 @@ class PseudoLabelRounds(L.Callback):
         self.soft_labels = lrent_soft_labels(probs, thresholds, self.lrent_alpha) if self.soft else None
         record = self._record(round_idx, portion, probs, labels, thresholds, dataset, pl_module)
         self.history.append(record)
-        pl_module.log_dict(
-            {f"self_training/{k}": float(v) for k, v in record.items() if isinstance(v, (int, float)) and v is not None},
-            on_epoch=True, on_step=False, rank_zero_only=True,
-        )
+        scalars = {f"self_training/{k}": float(v) for k, v in record.items() if isinstance(v, (int, float))}
+        for name, n_pred, n_kept in zip(record["classes"], record["predicted_per_class"], record["kept_per_class"]):
+            scalars[f"self_training/kept_fraction/{name}"] = n_kept / n_pred if n_pred else 0.0
+        pl_module.log_dict(scalars, on_epoch=True, on_step=False, rank_zero_only=True)
         if trainer.is_global_zero:
             kept = ", ".join(f"{c}:{k}" for c, k in zip(record["classes"], record["kept_per_class"]))
             acc = record.get("pseudo_label_acc")
