@@ -31,12 +31,21 @@ def _metrics(run: Path) -> dict:
 @pytest.mark.parametrize("name", ["dann", "cdan"])
 def test_gradient_reversal_methods_end_to_end(name: str, tmp_path: Path) -> None:
     run = tmp_path / name
-    run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), *SMALL, "--trainer.default_root_dir", str(run),
+    # CDAN's run selects its checkpoint by a label-free validator instead of held-out source accuracy
+    select = ["--checkpoint.monitor", "target/validator/snd"] if name == "cdan" else []
+    run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), *SMALL, *select, "--trainer.default_root_dir", str(run),
             cwd=tmp_path)
     m = _metrics(run)
     assert m["global_step"] == 12 and 0.0 <= m["target/acc"] <= 1.0
+    assert [h["global_step"] for h in m["eval_history"]] == [6, 12]
+    assert {"target/acc", "target/validator/snd", "source/acc"} <= set(m["eval_history"][-1])
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+    if select:
+        best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+        state = next(v for k, v in best["callbacks"].items() if "target/validator/snd" in k)
+        best_snd = max(h["target/validator/snd"] for h in m["eval_history"])
+        assert float(state["best_model_score"]) == pytest.approx(best_snd, rel=1e-5)
 
 
 @pytest.mark.slow
