@@ -113,7 +113,14 @@ class PseudoLabelRounds(L.Callback):
 
     def compute_round(self, trainer: L.Trainer, pl_module: L.LightningModule, round_idx: int) -> None:
         dm = trainer.datamodule
-        dataset = dm.datasets["target_predict"]
+        datasets = getattr(dm, "datasets", None) or {}
+        if "target_predict" not in datasets:
+            raise RuntimeError(
+                "self-training needs the unlabelled target images with evaluation transforms as "
+                "datamodule.datasets['target_predict'] (syn2real.data.DomainPairDataModule provides it), "
+                f"got datasets {sorted(datasets)}"
+            )
+        dataset = datasets["target_predict"]
         batch_size = int(getattr(dm, "eval_batch_size", None) or getattr(dm, "batch_size", 64))
         probs = predict_probs(trainer, pl_module, dataset, batch_size)
         cfg = self.cfg

@@ -82,6 +82,11 @@ class SelfTraining(DAMethod):
         if self.rounds.labels is None:
             raise RuntimeError("SelfTraining: no pseudo-labels yet; PseudoLabelRounds must run before training")
         x_s, y_s = self.source_batch(batch)
+        if len(batch["target"]) != 3:
+            raise ValueError(
+                "SelfTraining needs target batches (image, label, index) to look pseudo-labels up; the target "
+                "training set of syn2real.data.DomainPairDataModule yields them (TransformedSubset(return_index=True))"
+            )
         x_t, _, idx = batch["target"]  # the target label is never used
         labels = self.rounds.labels.to(idx.device)[idx]
         kept = labels >= 0

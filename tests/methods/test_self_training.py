@@ -164,5 +164,15 @@ def test_starts_from_any_method_checkpoint(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(m.model.state_dict().values(), src.model.state_dict().values()))
     with pytest.raises(RuntimeError, match="no pseudo-labels"):
         SelfTraining(network=NET).compute_losses(_batch())
+    m = SelfTraining(network=NET)
+    m.rounds.labels = torch.full((6,), -1)
+    no_index = _batch()
+    no_index["target"] = no_index["target"][:2]
+    with pytest.raises(ValueError, match="image, label, index"):
+        m.compute_losses(no_index)
+    trainer = fake_trainer(Path("."), Digits())
+    trainer.datamodule.datasets = {}
+    with pytest.raises(RuntimeError, match="target_predict"):
+        m.rounds.compute_round(trainer, m, 0)
     with pytest.raises(ValueError, match="variant"):
         SelfTraining(network=NET, variant="tent")  # type: ignore[arg-type]
