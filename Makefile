@@ -50,8 +50,11 @@ results: install
 	$(call fit_seeds,cbst_from_dann,cbst,--model.init_args.init_checkpoint $(R)/dann/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,crst_from_dann,crst,--model.init_args.init_checkpoint $(R)/dann/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,cdan,cdan,)
+	$(call fit_seeds,cbst_from_cdan,cbst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,crst_from_cdan,crst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,oracle,oracle,)
-	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann oracle; do \
+	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann \
+	  cbst_from_cdan crst_from_cdan oracle; do \
 	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json
