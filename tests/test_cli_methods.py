@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 from test_cli import SMALL, run_cli
+from test_ddp import COMMON
 
 CONFIGS = REPO / "configs" / "digits"
 
@@ -95,19 +96,8 @@ def test_self_training_end_to_end_from_source_checkpoint(source_run: Path, tmp_p
     assert json.loads((run / "self_training_rounds.json").read_text())["rounds"] == rounds
 
 
-DDP = [
-    "--data.init_args.n_synthetic", "640",
-    "--data.init_args.source_val_fraction", "0.0",
-    "--data.init_args.target_split", "0.1",
-    "--data.init_args.eval_batch_size", "250",
-    "--trainer.accelerator", "cpu",
-    "--trainer.max_steps", "10",
-    "--model.init_args.network.backbone_kwargs", "{batch_norm: false}",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.num_sanity_val_steps", "0",
-    "--checkpoint.monitor", "null",
-]
+# the CPU DDP settings of tests/test_ddp.py (BatchNorm-free, no logger, 500 held-out real digits), 10 steps
+DDP = [*COMMON, "--trainer.max_steps", "10"]
 
 
 @pytest.mark.slow

@@ -141,19 +141,10 @@ class ADDA(DAMethod):
         return [g for g in super().param_groups() if g["params"]]
 
     def configure_optimizers(self) -> Any:
-        from torch.optim.lr_scheduler import LambdaLR
-
-        from syn2real.methods.base import lr_lambda
-
         opt_enc = self.build_optimizer(self.param_groups())
         cfg_d = self.disc_optim_cfg
         opt_d = self.build_optimizer(
             [{"params": list(self.discriminator.parameters()), "lr": cfg_d.lr * self.disc_cfg.lr_mult}], cfg_d
         )
-        total = int(self.trainer.estimated_stepping_batches)
-        schedulers = [
-            LambdaLR(opt, lr_lambda(cfg, total))
-            for opt, cfg in ((opt_enc, self.optim_cfg), (opt_d, cfg_d))
-            if cfg.scheduler != "none" or cfg.warmup_steps
-        ]
-        return [opt_enc, opt_d], schedulers
+        schedulers = [self.build_scheduler(opt_enc), self.build_scheduler(opt_d, cfg_d)]
+        return [opt_enc, opt_d], [s for s in schedulers if s is not None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -96,8 +97,6 @@ def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> N
     source-only, DANN, ADDA's target network, ...) into ``model``, with ``weights_only=True``.
 
     Raises a clear error for a missing file, a file without a ``state_dict`` and a network mismatch."""
-    from pathlib import Path
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {file} does not exist; give the .ckpt of a finished stage")
@@ -281,10 +280,16 @@ class DAMethod(L.LightningModule):
         opt_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return opt_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig | None = None) -> LambdaLR | None:
+        """The per-step schedule of ``cfg`` over the whole fit, or None for a constant lr without warm-up."""
+        cfg = cfg or self.optim_cfg
+        if cfg.scheduler == "none" and cfg.warmup_steps == 0:
+            return None
+        return LambdaLR(optimizer, lr_lambda(cfg, int(self.trainer.estimated_stepping_batches)))
+
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer(self.param_groups())
-        if self.optim_cfg.scheduler == "none" and self.optim_cfg.warmup_steps == 0:
+        scheduler = self.build_scheduler(optimizer)
+        if scheduler is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = LambdaLR(optimizer, lr_lambda(self.optim_cfg, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -73,11 +73,12 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     @classmethod
-    def from_preset(cls, preset: Preset, in_features: int) -> MLPDiscriminator:
-        """The discriminator of ``preset`` (see ``DISCRIMINATOR_PRESETS``) on ``in_features`` inputs."""
+    def from_preset(cls, preset: Preset, in_features: int, **overrides: Any) -> MLPDiscriminator:
+        """The discriminator of ``preset`` (see ``DISCRIMINATOR_PRESETS``) on ``in_features`` inputs; ``overrides``
+        (``hidden``, ``dropout``, ``batch_norm``, ...) replace the preset's values."""
         if preset not in DISCRIMINATOR_PRESETS:
             raise ValueError(f"unknown discriminator preset {preset!r}; choose from {sorted(DISCRIMINATOR_PRESETS)}")
-        return cls(in_features, **DISCRIMINATOR_PRESETS[preset])
+        return cls(in_features, **{**DISCRIMINATOR_PRESETS[preset], **overrides})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -110,15 +111,8 @@ class DiscriminatorConfig:
     lr_mult: float = 1.0
 
     def build(self, in_features: int) -> MLPDiscriminator:
-        if self.preset not in DISCRIMINATOR_PRESETS:
-            raise ValueError(
-                f"unknown discriminator preset {self.preset!r}; choose from {sorted(DISCRIMINATOR_PRESETS)}"
-            )
-        kwargs = dict(DISCRIMINATOR_PRESETS[self.preset])
-        for key in ("hidden", "dropout", "batch_norm"):
-            if getattr(self, key) is not None:
-                kwargs[key] = getattr(self, key)
-        return MLPDiscriminator(in_features, **kwargs)
+        overrides = {k: getattr(self, k) for k in ("hidden", "dropout", "batch_norm") if getattr(self, k) is not None}
+        return MLPDiscriminator.from_preset(self.preset, in_features, **overrides)
 
 
 class ConvDiscriminator(nn.Module):
