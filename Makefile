@@ -33,7 +33,8 @@ test-fast: install
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 # Every digits result of docs/results.md: 3 seeds per method, stages chained through checkpoints
-# (source-only -> ADDA / self-training; DANN -> self-training), then the mean ± std tables.
+# (source-only -> ADDA / self-training / CyCADA pixel -> CyCADA feature; DANN, CDAN -> self-training), then the
+# mean ± std tables.
 # Finished runs (with metrics.json) are skipped, so an interrupted `make results` continues.
 SEEDS ?= 0 1 2
 R := runs/results
@@ -42,6 +43,8 @@ define fit_seeds
 	for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
 	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3) || exit 1; done
 endef
+CYCADA_STAGE3 = --model.init_args.source_checkpoint $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt \
+  --model.init_args.source_translator $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt
 results: install
 	$(call fit_seeds,source_only,source_only,)
 	$(call fit_seeds,adda,adda,--model.init_args.source_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
@@ -54,8 +57,12 @@ results: install
 	$(call fit_seeds,cbst_from_cdan,cbst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,crst_from_cdan,crst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,oracle,oracle,)
+	$(call fit_seeds,cycada_pixel,cycada_pixel,--model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,cycada_feature,cycada_feature,$(CYCADA_STAGE3))
+	$(call fit_seeds,cycada_pixel_no_semantic,cycada_pixel.yaml --config configs/digits/ablations/cycada_no_semantic,\
+	  --model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann \
-	  cbst_from_cdan crst_from_cdan oracle; do \
+	  cbst_from_cdan crst_from_cdan oracle cycada_pixel cycada_feature cycada_pixel_no_semantic; do \
 	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json

@@ -78,12 +78,17 @@ class Syn2RealCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: Lightning subcommands, plus ``aggregate`` (multi-seed mean ± std, model-selection
-    study) and ``compare`` (runs side by side)."""
+    study), ``compare`` (runs side by side) and ``translate`` (a dataset through a CyCADA generator)."""
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "aggregate":
         from syn2real.results import main as aggregate_main
 
         aggregate_main(args[1:])
+        return
+    if args and args[0] == "translate":
+        from syn2real.translate import main as translate_main
+
+        translate_main(args[1:])
         return
     if args and args[0] == "compare":
         from syn2real.results import compare

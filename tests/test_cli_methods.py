@@ -5,6 +5,7 @@ self-training, which must produce the single process's pseudo-labels."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,48 @@ def test_self_training_ddp_two_processes_give_the_single_process_pseudo_labels(t
     ma, mb = _metrics(runs["single"]), _metrics(runs["ddp"])
     assert mb["world_size"] == 2
     assert ma["self_training_rounds"][0]["kept_per_class"] == mb["self_training_rounds"][0]["kept_per_class"]
+
+
+# a tiny CycleGAN so the chained CyCADA run stays fast on CPU
+TINY_GAN = ["--model.init_args.generator.ngf", "4", "--model.init_args.generator.n_blocks", "1",
+            "--model.init_args.discriminator.ndf", "8"]
+
+
+@pytest.mark.slow
+def test_cycada_pixel_then_feature_level_then_translate(source_run: Path, tmp_path: Path) -> None:
+    pixel = tmp_path / "pixel"
+    teacher = source_run / "checkpoints" / "last.ckpt"
+    run_cli("fit", "--config", str(CONFIGS / "cycada_pixel.yaml"), *SMALL, *TINY_GAN,
+            "--model.init_args.teacher_checkpoint", str(teacher), "--trainer.max_steps", "18",
+            "--trainer.default_root_dir", str(pixel), cwd=tmp_path)
+    m = _metrics(pixel)
+    # manual optimisation: three optimizer steps (generators, discriminators, task model) per batch
+    assert m["global_step"] == 18 and 0.0 <= m["target/acc"] <= 1.0
+    assert 0.0 <= m["translation/flip_st"] <= 1.0 and 0.0 <= m["translation/teacher_acc_st"] <= 1.0
+    assert [h["global_step"] for h in m["eval_history"]] == [18] and "translation/flip_ts" in m["eval_history"][0]
+    assert (pixel / "media" / "translation_source.png").is_file() and (pixel / "media" / "translation_target.png").is_file()
+    ckpt = torch.load(pixel / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    teacher_state = torch.load(teacher, map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in teacher_state.items():  # the teacher is frozen, BatchNorm statistics included
+        if k.startswith("model."):
+            assert torch.equal(ckpt["state_dict"]["teacher." + k[len("model."):]], v)
+    assert any(k.startswith("generator_st.") for k in ckpt["state_dict"])
+
+    feature = tmp_path / "feature"
+    last = str(pixel / "checkpoints" / "last.ckpt")
+    run_cli("fit", "--config", str(CONFIGS / "cycada_feature.yaml"), *SMALL, "--model.init_args.source_checkpoint",
+            last, "--model.init_args.source_translator", last, "--trainer.default_root_dir", str(feature), cwd=tmp_path)
+    assert 0.0 <= _metrics(feature)["target/acc"] <= 1.0
+    state = torch.load(feature / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    # stage 3 starts from f_T of stage 2 and keeps the translator frozen
+    assert torch.equal(state["translator.generator.net.1.weight"], ckpt["state_dict"]["generator_st.net.1.weight"])
+    assert torch.equal(state["source_model.head.1.weight"], ckpt["state_dict"]["model.head.1.weight"])
+
+    digits = tmp_path / "some_digits"
+    (digits / "3").mkdir(parents=True)
+    source_images = sorted((Path(os.environ["SYN2REAL_CACHE"]) / "digits").rglob("*.png"))[:5]
+    for i, image in enumerate(source_images):
+        (digits / "3" / f"{i}.png").write_bytes(image.read_bytes())
+    proc = run_cli("translate", "--ckpt", last, "--input", str(digits), "--output", str(tmp_path / "translated"),
+                   "--device", "cpu", "--no_progress", cwd=tmp_path)
+    assert "translated 5" in proc.stdout and len(list((tmp_path / "translated" / "3").glob("*.png"))) == 5

@@ -15,7 +15,7 @@ from syn2real.io import write_json_atomic
 
 __all__ = ["MetricsJSON"]
 
-_PREFIXES = ("target/", "source/")
+_PREFIXES = ("target/", "source/", "translation/")
 
 
 def _scalar(value: Any) -> float | None:
@@ -28,7 +28,7 @@ def _scalar(value: Any) -> float | None:
 
 class MetricsJSON(L.Callback):
     """Writes the final evaluation metrics (``target/acc``, ``target/acc_class_mean``, ``target/ece``,
-    ``target/acc_class/<name>``, ``source/...``) with stable names to ``<default_root_dir>/<filename>``, plus
+    ``target/acc_class/<name>``, ``source/...``, CyCADA's ``translation/...``) with stable names to ``<default_root_dir>/<filename>``, plus
     whatever the method's ``run_summary()`` returns (self-training: ``self_training_rounds``).
 
     Args:

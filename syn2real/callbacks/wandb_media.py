@@ -1,7 +1,8 @@
-"""Pictures a user wants to see: source/target sample grids, confusion matrix, per-class accuracy table.
+"""Pictures a user wants to see: source/target sample grids, confusion matrix, per-class accuracy table, and the
+method's own pictures (e.g. CyCADA's source | translated | reconstructed rows).
 
-Logged through any logger with ``log_image`` / ``log_table`` (W&B); the confusion matrix is also saved
-as a PNG in the run directory so it exists without W&B.
+Logged through any logger with ``log_image`` / ``log_table`` (W&B); the confusion matrix and the latest method
+pictures are also saved as PNGs in the run directory so they exist without W&B.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str
 
 
 class WandbMedia(L.Callback):
-    """Log sample grids every ``every_n_steps`` training steps and, after each evaluation, the confusion
+    """Log sample grids every ``every_n_steps`` training batches and, after each evaluation, the confusion
     matrix and per-class accuracy of every evaluated domain.
 
+    A method with a ``training_media(batch) -> {name: (R, N, C, H, W) images in [0, 1]}`` method gets each entry
+    logged at the same period as a grid of R rows of N images, and saved as ``<default_root_dir>/media/<name>.png``
+    (the latest).
+
     Args:
-        every_n_steps: period of the sample grids (0 disables them).
+        every_n_steps: period of the sample grids in training batches (0 disables them).
         max_images: images per grid.
         save_confusion_png: also write ``<default_root_dir>/confusion_<domain>.png``.
     """
@@ -63,6 +68,7 @@ class WandbMedia(L.Callback):
         self.every_n_steps = every_n_steps
         self.max_images = max_images
         self.save_confusion_png = save_confusion_png
+        self._batches = 0
 
     @staticmethod
     def _loggers(trainer: L.Trainer, method: str) -> list[Any]:
@@ -70,7 +76,9 @@ class WandbMedia(L.Callback):
 
     @rank_zero_only
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 1 % self.every_n_steps:
+        # counted in batches: under manual optimisation global_step counts every optimizer's steps
+        self._batches += 1
+        if not self.every_n_steps or (self._batches - 1) % self.every_n_steps:
             return
         if not isinstance(batch, dict):
             return
@@ -78,6 +86,22 @@ class WandbMedia(L.Callback):
             images = [image_grid(batch[d][0][: self.max_images]) for d in ("source", "target") if d in batch]
             captions = [d for d in ("source", "target") if d in batch]
             logger.log_image("samples/train", images, step=trainer.global_step, caption=captions)
+        if callable(getattr(pl_module, "training_media", None)):
+            self._log_method_media(trainer, pl_module, batch)
+
+    def _log_method_media(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict) -> None:
+        from torchvision.utils import save_image
+
+        media: dict[str, torch.Tensor] = pl_module.training_media(batch)
+        for name, rows in media.items():
+            if rows.ndim != 5:
+                raise ValueError(f"training_media()[{name!r}] must have shape (rows, N, C, H, W), got {tuple(rows.shape)}")
+            grid = make_grid(rows.detach().float().cpu().flatten(0, 1), nrow=rows.shape[1], padding=1)
+            path = Path(trainer.default_root_dir) / "media" / f"{name.replace('/', '_')}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(grid, path)
+            for logger in self._loggers(trainer, "log_image"):
+                logger.log_image(name, [grid], step=trainer.global_step, caption=[name])
 
     def _log_eval(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         confusion: dict[str, torch.Tensor] = getattr(pl_module, "last_confusion", {})

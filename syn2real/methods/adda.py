@@ -49,6 +49,8 @@ class ADDA(DAMethod):
         gate_accuracy: the CyCADA code's gate: update the target encoder only while the discriminator's accuracy
             on the current batch is above this value (0.6); ``null`` updates it every step (plain ADDA).
         train_head: also adapt the classifier (off in ADDA: the source classifier is reused as is).
+        source_translator: a ``CyCADA`` checkpoint: its frozen source→target generator translates every source
+            batch before encoding, which makes this stage CyCADA's feature level on top of its pixel level.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ADDA(DAMethod):
         align: Literal["features", "logits"] = "features",
         gate_accuracy: float | None = 0.6,
         train_head: bool = False,
+        source_translator: str | None = None,
     ) -> None:
         super().__init__(network=network, optim=optim or adda_optim(), augment=augment)
         if align not in ("features", "logits"):
@@ -84,10 +87,26 @@ class ADDA(DAMethod):
         in_features = self.model.num_features if align == "features" else self.network_cfg.num_classes
         self.discriminator = self.disc_cfg.build(in_features)
         self.disc_optim_cfg = discriminator_optim or self.optim_cfg
+        self.translator: torch.nn.Module | None = None
+        if source_translator is not None:
+            from syn2real.methods.cycada import load_generator
+
+            generator, pixels = load_generator(source_translator, "st")
+            self.translator = torch.nn.ModuleDict({"generator": generator, "pixels": pixels})
+
+    def translate_source(self, x: torch.Tensor) -> torch.Tensor:
+        """G_ST(x) in data space when a ``source_translator`` is set, else ``x``."""
+        if self.translator is None:
+            return x
+        with torch.no_grad():
+            pixels = self.translator["pixels"]
+            return pixels.from_gan(self.translator["generator"](pixels.to_gan(x)))
 
     def train(self, mode: bool = True) -> ADDA:
         super().train(mode)
         self.source_model.eval()  # frozen: BatchNorm statistics of the source encoder never move
+        if getattr(self, "translator", None) is not None:
+            self.translator.eval()
         return self
 
     def _encode(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +115,7 @@ class ADDA(DAMethod):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         opt_enc, opt_d = self.optimizers()
         x_s, _ = self.source_batch(batch)
+        x_s = self.translate_source(x_s)
         x_t = batch["target"][0]
         with torch.no_grad():
             z_s = self._encode(self.source_model, x_s)

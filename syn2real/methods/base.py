@@ -41,7 +41,8 @@ class OptimConfig:
         weight_decay: L2 / decoupled weight decay.
         backbone_lr_mult: multiplier for pretrained backbone parameters (0.1 is the usual fine-tuning value).
         scheduler: ``none``; ``poly`` (``(1 - t/T)^power``, DeepLab/CBST); ``cosine`` (to ``min_lr_ratio``);
-            ``inv`` (DANN's ``(1 + gamma * t/T)^-power``).
+            ``inv`` (DANN's ``(1 + gamma * t/T)^-power``); ``linear`` (CycleGAN: constant, then linear decay to 0
+            from the fraction ``decay_start`` of training).
         warmup_steps: linear warm-up steps before the schedule.
     """
 
@@ -52,12 +53,13 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
     backbone_lr_mult: float = 1.0
-    scheduler: Literal["none", "poly", "cosine", "inv"] = "none"
+    scheduler: Literal["none", "poly", "cosine", "inv", "linear"] = "none"
     power: float = 0.9
     gamma: float = 10.0
     inv_power: float = 0.75
     min_lr_ratio: float = 0.0
     warmup_steps: int = 0
+    decay_start: float = 0.5
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int):
@@ -74,6 +76,8 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
         if cfg.scheduler == "inv":
             return (1.0 + cfg.gamma * t) ** (-cfg.inv_power)
+        if cfg.scheduler == "linear":
+            return 1.0 if t <= cfg.decay_start else max(0.0, (1.0 - t) / max(1e-12, 1.0 - cfg.decay_start))
         return 1.0
 
     return factor
