@@ -13,8 +13,11 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from lightning.pytorch.loggers.logger import DummyExperiment
-from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.loggers.logger import (
+    DummyExperiment,
+    Logger,
+    rank_zero_experiment,
+)
 from lightning.pytorch.utilities import rank_zero_only
 
 __all__ = ["SafeWandbLogger"]

@@ -26,7 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key
+from syn2real.data.datasets import (
+    IMAGE_EXTENSIONS,
+    CorruptImageError,
+    load_image,
+    natural_key,
+)
 from syn2real.io import atomic_write, write_json_atomic
 
 __all__ = ["TranslateSummary", "main", "translate_folder"]

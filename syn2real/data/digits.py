@@ -360,7 +360,13 @@ def _progress(total: int) -> Any:
     """A transient rich progress bar for long jobs, else a no-op context."""
     if total <= _PROGRESS_MIN_IMAGES:
         return contextlib.nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True

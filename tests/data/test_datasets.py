@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_class_tree, write_png
-
-import numpy as np
 
 from syn2real.data.datamodule import DomainPairDataModule, DomainSpec, split_indices
 from syn2real.data.datasets import (

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator, snd_score
+from syn2real.metrics.validators import (
+    EntropyValidator,
+    InfoMaxValidator,
+    SNDValidator,
+    snd_score,
+)
 
 
 def test_entropy_and_infomax_by_hand() -> None:

