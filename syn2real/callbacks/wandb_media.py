@@ -56,7 +56,7 @@ class WandbMedia(L.Callback):
 
     A method with a ``training_media(batch) -> {name: (R, N, C, H, W) images in [0, 1]}`` method gets each entry
     logged at the same period as a grid of R rows of N images, and saved as ``<default_root_dir>/media/<name>.png``
-    (the latest).
+    (the latest; once more at the end of training, from the last batch, so the PNG shows the final model).
 
     Args:
         every_n_steps: period of the sample grids in training batches (0 disables them).
@@ -69,6 +69,7 @@ class WandbMedia(L.Callback):
         self.max_images = max_images
         self.save_confusion_png = save_confusion_png
         self._batches = 0
+        self._last_batch: dict | None = None
 
     @staticmethod
     def _loggers(trainer: L.Trainer, method: str) -> list[Any]:
@@ -78,6 +79,8 @@ class WandbMedia(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         # counted in batches: under manual optimisation global_step counts every optimizer's steps
         self._batches += 1
+        if callable(getattr(pl_module, "training_media", None)) and isinstance(batch, dict):
+            self._last_batch = batch
         if not self.every_n_steps or (self._batches - 1) % self.every_n_steps:
             return
         if not isinstance(batch, dict):
@@ -88,6 +91,18 @@ class WandbMedia(L.Callback):
             logger.log_image("samples/train", images, step=trainer.global_step, caption=captions)
         if callable(getattr(pl_module, "training_media", None)):
             self._log_method_media(trainer, pl_module, batch)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batch = getattr(self, "_last_batch", None)
+        if self.every_n_steps and batch is not None:
+            was_training = pl_module.training
+            pl_module.eval()
+            try:
+                self._log_method_media(trainer, pl_module, batch)
+            finally:
+                pl_module.train(was_training)
+        self._last_batch = None
 
     def _log_method_media(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict) -> None:
         from torchvision.utils import save_image
