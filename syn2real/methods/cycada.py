@@ -159,6 +159,16 @@ class CyCADA(DAMethod):
             {k: MeanMetric() for k in ("flip_st", "teacher_acc_st", "flip_ts")}
         )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["syn2real_image_pools"] = {"t": self.pool_t.state_dict(), "s": self.pool_s.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        pools = checkpoint.get("syn2real_image_pools") or {}
+        self.pool_t.load_state_dict(pools.get("t", {}), self.device)
+        self.pool_s.load_state_dict(pools.get("s", {}), self.device)
+
     def train(self, mode: bool = True) -> CyCADA:
         super().train(mode)
         self.teacher.eval()  # frozen: its BatchNorm statistics never move

@@ -14,7 +14,6 @@ normalisation.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -179,14 +178,24 @@ class PatchDiscriminatorConfig:
 class ImagePool:
     """Buffer of up to ``size`` past generated images. :meth:`query` returns a batch for the discriminator: while
     the pool fills, the new images; then each image is, with probability 1/2, swapped for a random stored one
-    (which the new image replaces). ``size`` 0 disables the pool. Stored images are detached."""
+    (which the new image replaces). ``size`` 0 disables the pool. Stored images are detached.
 
-    def __init__(self, size: int = 50, seed: int | None = None) -> None:
+    Draws come from torch's global generator (or ``generator``), so a seeded run is reproducible;
+    :meth:`state_dict` / :meth:`load_state_dict` carry the stored images through checkpoints."""
+
+    def __init__(self, size: int = 50, generator: torch.Generator | None = None) -> None:
         if size < 0:
             raise ValueError(f"ImagePool: size must be >= 0, got {size}")
         self.size = int(size)
         self.images: list[torch.Tensor] = []
-        self._rng = random.Random(seed)
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"images": torch.stack(self.images).cpu()} if self.images else {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device | None = None) -> None:
+        images = state.get("images")
+        self.images = [] if images is None else [im.to(device) if device else im for im in images][: self.size]
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         images = images.detach()
@@ -197,8 +206,8 @@ class ImagePool:
             if len(self.images) < self.size:
                 self.images.append(image.clone())
                 out.append(image)
-            elif self._rng.random() < 0.5:
-                j = self._rng.randrange(self.size)
+            elif float(torch.rand((), generator=self.generator)) < 0.5:
+                j = int(torch.randint(self.size, (), generator=self.generator))
                 out.append(self.images[j].clone())
                 self.images[j] = image.clone()
             else:

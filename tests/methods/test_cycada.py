@@ -175,3 +175,30 @@ def test_load_generator_and_adda_translator(teacher_ckpt: Path, tmp_path: Path) 
     # stage 3 starts from f_T (the CyCADA task model), not from the teacher
     for name, value in adda.source_model.state_dict().items():
         assert torch.equal(value, method.model.state_dict()[name])
+
+
+def _fit(teacher_ckpt: Path, seed: int) -> tuple[CyCADA, dict[str, torch.Tensor]]:
+    import lightning as L
+
+    L.seed_everything(seed)
+    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), pool_size=3, **SMALL_GAN)
+    start = {k: v.clone() for k, v in method.state_dict().items()}
+    loader = torch.utils.data.DataLoader([batch(n=4, seed=i) for i in range(4)], batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(method, train_dataloaders=loader)
+    assert trainer.global_step == 3 * 4  # generators, discriminators, task model: one step each per batch
+    return method, start
+
+
+def test_training_is_deterministic_under_a_seed_and_updates_each_network(teacher_ckpt: Path) -> None:
+    first, start = _fit(teacher_ckpt, seed=5)
+    second, _ = _fit(teacher_ckpt, seed=5)
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for prefix in ("generator_st.", "generator_ts.", "discriminator_t.", "discriminator_s.", "model."):
+        assert any(not torch.equal(a[k], start[k]) for k in a if k.startswith(prefix) and a[k].is_floating_point()), prefix
+    assert all(torch.equal(a[k], start[k]) for k in a if k.startswith("teacher."))
+    assert len(first.pool_t.images) == 3
+    assert not torch.equal(_fit(teacher_ckpt, seed=6)[0].state_dict()["generator_st.net.1.weight"],
+                           a["generator_st.net.1.weight"])

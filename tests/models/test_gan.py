@@ -43,7 +43,7 @@ def test_patchgan_map_sizes_and_small_images() -> None:
 
 
 def test_image_pool_fills_then_swaps_half() -> None:
-    pool = ImagePool(size=4, seed=0)
+    pool = ImagePool(size=4, generator=torch.Generator().manual_seed(0))
     first = torch.arange(4.0).view(4, 1, 1, 1)
     assert torch.equal(pool.query(first), first) and len(pool.images) == 4
     second = torch.full((200, 1, 1, 1), 100.0)
@@ -53,6 +53,19 @@ def test_image_pool_fills_then_swaps_half() -> None:
     assert ImagePool(0).query(first).data_ptr() != 0 and torch.equal(ImagePool(0).query(first), first)
     with pytest.raises(ValueError):
         ImagePool(-1)
+    restored = ImagePool(size=4)
+    restored.load_state_dict(pool.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.images, pool.images)) and len(restored.images) == 4
+
+
+def test_image_pool_is_reproducible_under_a_seed() -> None:
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        pool = ImagePool(size=3)
+        pool.query(torch.arange(3.0).view(3, 1))
+        outs.append(pool.query(torch.arange(10.0, 40.0).view(30, 1)))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_pixel_space_round_trip() -> None:
