@@ -59,10 +59,17 @@ results: install
 	$(call fit_seeds,oracle,oracle,)
 	$(call fit_seeds,cycada_pixel,cycada_pixel,--model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,cycada_feature,cycada_feature,$(CYCADA_STAGE3))
+	for s in $(SEEDS); do d=$(R)/source_only_on_translated/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  $(BIN)/syn2real translate --ckpt $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt --no_progress \
+	    --input $${SYN2REAL_CACHE:-$$HOME/.cache/syn2real}/digits/synthetic_n20000_s0 \
+	    --output $(R)/translated_digits/seed$$s || exit 1; \
+	  $(FIT) --config configs/digits/source_only.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	    --data.init_args.source.root $(R)/translated_digits/seed$$s || exit 1; done
 	$(call fit_seeds,cycada_pixel_no_semantic,cycada_pixel.yaml --config configs/digits/ablations/cycada_no_semantic,\
 	  --model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann \
-	  cbst_from_cdan crst_from_cdan oracle cycada_pixel cycada_feature cycada_pixel_no_semantic; do \
+	  cbst_from_cdan crst_from_cdan oracle cycada_pixel cycada_feature cycada_pixel_no_semantic \
+	  source_only_on_translated; do \
 	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json

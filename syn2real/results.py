@@ -152,12 +152,17 @@ def compare(argv: Sequence[str] | None = None) -> None:
             v = data.get(key)
             if not isinstance(v, (int, float)):
                 row.append("-")
-            elif "/acc" in key:
+            elif _is_rate(key):
                 row.append(f"{100 * v:.2f} %")
             else:
                 row.append(f"{v:.1f}" if key == "wall_time_s" else f"{v:.4f}")
         table.add_row(key, *row)
     Console().print(table)
+
+
+def _is_rate(key: str) -> bool:
+    """Fractions shown in %: accuracies and CyCADA's label-flip rates."""
+    return "/acc" in key or "/flip" in key or "/teacher_acc" in key
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -182,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key, (mean, std, _) in result.items():
         if "/acc_class/" in key and not args.all:
             continue
-        scale, unit = (100.0, " %") if "/acc" in key else (1.0, "")
+        scale, unit = (100.0, " %") if _is_rate(key) else (1.0, "")
         table.add_row(key, f"{scale * mean:.2f} ± {scale * std:.2f}{unit}")
     Console().print(table)
     if args.json:

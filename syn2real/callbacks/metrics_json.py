@@ -88,7 +88,8 @@ class MetricsJSON(L.Callback):
             if "/acc_class/" in key:
                 continue
             value = metrics[key]
-            table.add_row(key, f"{100 * value:.2f} %" if "/acc" in key else f"{value:.4f}")
+            rate = "/acc" in key or "/flip" in key or "/teacher_acc" in key
+            table.add_row(key, f"{100 * value:.2f} %" if rate else f"{value:.4f}")
         console = Console()
         console.print(table)
         console.print(f"metrics written to {path}")
