@@ -1,0 +1,213 @@
+"""Spatial robustness (Engstrom et al., ICML 2019): rotations and translations as augmentations and as attacks.
+
+A transform is (θ degrees, δx, δy pixels) about the image centre, applied with kornia's ``warp_affine`` (bilinear,
+zero padding in **pixel space**: the padded border is black whatever the data's normalisation). Defaults are the
+paper's CIFAR ones: θ ∈ [−30°, 30°], δ ∈ [−3, 3] px for 32 px images; the exhaustive grid is 5 × 5 translations ×
+31 rotations = 775 candidates.
+
+- :class:`RandomSpatial`: one random transform per image (augmentation / the "random" attack);
+- :class:`WorstOfK`: k random transforms per image, all k × B candidates scored in one batched forward, the highest
+  loss kept (the paper's training defence with k = 10);
+- :func:`grid_attack`: the exhaustive grid, evaluated in chunks; returns accuracy under the worst transform and the
+  transform that broke each image;
+- :func:`vote_predict`: majority vote over random transforms at test time (the paper's defence).
+
+Like every :class:`~syn2real.adversarial.base.Augmentation`, scoring runs in eval mode without gradients and leaves
+the model's modes, BatchNorm statistics and parameter gradients as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from syn2real.adversarial.base import Augmentation
+
+__all__ = ["RandomSpatial", "WorstOfK", "grid_attack", "spatial_grid", "transform_batch", "vote_predict"]
+
+
+def _stats(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(mean) not in (1, x.shape[1]) or len(mean) != len(std):
+        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values but the batch has {x.shape[1]} channels")
+    m = torch.tensor(list(mean), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return m, s
+
+
+def transform_batch(
+    x: torch.Tensor,
+    angles: torch.Tensor,
+    shifts: torch.Tensor,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+) -> torch.Tensor:
+    """Rotate image i of the normalised batch ``x`` (B, C, H, W) by ``angles[i]`` degrees about its centre and shift it
+    by ``shifts[i] = (δx, δy)`` pixels; the uncovered border is black in pixel space."""
+    from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+
+    b, _, h, w = x.shape
+    if angles.shape != (b,) or shifts.shape != (b, 2):
+        raise ValueError(f"need angles (B,) and shifts (B, 2) for B = {b}, got {tuple(angles.shape)}, {tuple(shifts.shape)}")
+    m, s = _stats(x, mean, std)
+    pixels = x * s + m
+    centre = torch.tensor([[(w - 1) / 2.0, (h - 1) / 2.0]], device=x.device, dtype=x.dtype).expand(b, 2)
+    matrix = get_rotation_matrix2d(centre, angles.to(x.dtype), torch.ones(b, 2, device=x.device, dtype=x.dtype))
+    matrix = matrix.clone()
+    matrix[:, :, 2] += shifts.to(x.dtype)
+    warped = warp_affine(pixels, matrix, dsize=(h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return (warped - m) / s
+
+
+def spatial_grid(
+    max_angle: float = 30.0, n_angles: int = 31, max_shift: float = 3.0, n_shifts: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exhaustive grid: (N,) angles and (N, 2) shifts, N = n_angles × n_shifts² (775 by default)."""
+    a = torch.linspace(-max_angle, max_angle, n_angles)
+    t = torch.linspace(-max_shift, max_shift, n_shifts)
+    aa, tx, ty = torch.meshgrid(a, t, t, indexing="ij")
+    return aa.reshape(-1), torch.stack([tx.reshape(-1), ty.reshape(-1)], dim=1)
+
+
+def _per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    loss = F.cross_entropy(logits, y, reduction="none", ignore_index=255)
+    return loss.flatten(1).mean(dim=1) if loss.ndim > 1 else loss
+
+
+class _ModelState:
+    """Eval mode and no gradients for scoring; every submodule's mode restored afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        self.grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_grad_enabled(self.grad)
+        for module, training in self.modes:
+            module.training = training
+
+
+class RandomSpatial(Augmentation):
+    """One uniformly random rotation in [−max_angle, max_angle] and shift in [−max_shift, max_shift]² per image."""
+
+    def __init__(
+        self,
+        max_angle: float = 30.0,
+        max_shift: float = 3.0,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        mode: Literal["replace", "concat"] = "replace",
+    ) -> None:
+        if max_angle < 0 or max_shift < 0:
+            raise ValueError(f"max_angle and max_shift must be >= 0, got {max_angle}, {max_shift}")
+        if mode not in ("replace", "concat"):
+            raise ValueError(f"augment mode must be 'replace' or 'concat', got {mode!r}")
+        self.max_angle, self.max_shift, self.mean, self.std, self.mode = max_angle, max_shift, tuple(mean), tuple(std), mode
+
+    def sample(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = (torch.rand(n, device=device) * 2 - 1) * self.max_angle
+        shifts = (torch.rand(n, 2, device=device) * 2 - 1) * self.max_shift
+        return angles, shifts
+
+    def _output(self, x: torch.Tensor, y: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "concat":
+            return torch.cat([x, new]), torch.cat([y, y])
+        return new, y
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles, shifts = self.sample(x.shape[0], x.device)
+        return self._output(x, y, transform_batch(x.detach(), angles, shifts, self.mean, self.std))
+
+
+class WorstOfK(RandomSpatial):
+    """k random transforms per image, scored in one forward of k × B images; the highest-loss one is returned."""
+
+    def __init__(
+        self,
+        k: int = 10,
+        max_angle: float = 30.0,
+        max_shift: float = 3.0,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        mode: Literal["replace", "concat"] = "replace",
+    ) -> None:
+        super().__init__(max_angle, max_shift, mean, std, mode)
+        if k < 1:
+            raise ValueError(f"WorstOfK needs k >= 1, got {k}")
+        self.k = int(k)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        angles, shifts = self.sample(self.k * b, x.device)
+        candidates = transform_batch(x.detach().repeat(self.k, 1, 1, 1), angles, shifts, self.mean, self.std)
+        with _ModelState(model) as scoring:
+            losses = _per_sample_loss(scoring(candidates), y.repeat(self.k)).view(self.k, b)
+        pick = losses.argmax(dim=0)  # (B,) index of the worst candidate of each image
+        chosen = candidates.view(self.k, b, *x.shape[1:])[pick, torch.arange(b, device=x.device)]
+        return self._output(x, y, chosen)
+
+
+def grid_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    angles: torch.Tensor | None = None,
+    shifts: torch.Tensor | None = None,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+    chunk: int = 4096,
+) -> dict[str, torch.Tensor]:
+    """Every image against every transform of the grid (default :func:`spatial_grid`), ``chunk`` images per forward.
+
+    Returns ``correct`` (B,) bool: right under *every* transform; ``worst_angle`` (B,), ``worst_shift`` (B, 2): the
+    transform with the highest loss for each image."""
+    if angles is None or shifts is None:
+        angles, shifts = spatial_grid()
+    angles, shifts = angles.to(x.device), shifts.to(x.device)
+    n, b = angles.shape[0], x.shape[0]
+    correct = torch.ones(b, dtype=torch.bool, device=x.device)
+    worst_loss = torch.full((b,), -float("inf"), device=x.device)
+    worst = torch.zeros(b, dtype=torch.long, device=x.device)
+    per_chunk = max(1, chunk // b)
+    with _ModelState(model) as scoring:
+        for start in range(0, n, per_chunk):
+            idx = torch.arange(start, min(n, start + per_chunk), device=x.device)
+            k = idx.numel()
+            images = transform_batch(x.repeat(k, 1, 1, 1), angles[idx].repeat_interleave(b), shifts[idx].repeat_interleave(b, 0), mean, std)
+            logits = scoring(images)
+            labels = y.repeat(k)
+            loss = _per_sample_loss(logits, labels).view(k, b)
+            right = (logits.argmax(dim=1) == labels).view(k, b, -1).flatten(2).all(dim=2)
+            correct &= right.all(dim=0)
+            best, arg = loss.max(dim=0)
+            better = best > worst_loss
+            worst_loss = torch.where(better, best, worst_loss)
+            worst = torch.where(better, idx[arg], worst)
+    return {"correct": correct, "worst_angle": angles[worst], "worst_shift": shifts[worst]}
+
+
+def vote_predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    n: int = 10,
+    max_angle: float = 30.0,
+    max_shift: float = 3.0,
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.5,),
+) -> torch.Tensor:
+    """Majority vote of the predictions on ``n`` random transforms of each image (classification, (B,) labels)."""
+    sampler = RandomSpatial(max_angle, max_shift, mean, std)
+    b = x.shape[0]
+    angles, shifts = sampler.sample(n * b, x.device)
+    with _ModelState(model) as scoring:
+        preds = scoring(transform_batch(x.repeat(n, 1, 1, 1), angles, shifts, mean, std)).argmax(dim=1).view(n, b)
+    return torch.mode(preds, dim=0).values
