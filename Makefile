@@ -79,6 +79,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/dann_step.py --backbone digits_cnn --size 28 --batch 64 --steps 40 --rounds 3
 	$(BIN)/python benchmarks/cycada_step.py --size 28 --batch 64 --ngf 16 --ndf 32 --blocks 6 --steps 10 --rounds 3
+	$(BIN)/python benchmarks/adversarial_step.py --backbone digits_cnn --size 28 --batch 64 --pgd_steps 7 --steps 10 --rounds 3
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache
