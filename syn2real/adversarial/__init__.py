@@ -1,7 +1,15 @@
 """Adversarial and spatial examples used as training augmentations (see :class:`Augmentation`)."""
 
+from syn2real.adversarial.advprop import (
+    AdvProp,
+    DualBatchNorm,
+    bn_route,
+    convert_dual_bn,
+    export_main_bn,
+)
 from syn2real.adversarial.attacks import FGSM, PGD, FastFGSM
 from syn2real.adversarial.base import Augmentation
+from syn2real.adversarial.jacobian import JacobianReg
 from syn2real.adversarial.spatial import (
     RandomSpatial,
     WorstOfK,
@@ -9,4 +17,19 @@ from syn2real.adversarial.spatial import (
     vote_predict,
 )
 
-__all__ = ["FGSM", "PGD", "Augmentation", "FastFGSM", "RandomSpatial", "WorstOfK", "grid_attack", "vote_predict"]
+__all__ = [
+    "FGSM",
+    "PGD",
+    "AdvProp",
+    "Augmentation",
+    "DualBatchNorm",
+    "FastFGSM",
+    "JacobianReg",
+    "RandomSpatial",
+    "WorstOfK",
+    "bn_route",
+    "convert_dual_bn",
+    "export_main_bn",
+    "grid_attack",
+    "vote_predict",
+]

@@ -114,6 +114,9 @@ def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> N
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise ValueError(f"checkpoint {file} has no '{prefix}*' entries; expected a syn2real method checkpoint")
+    from syn2real.adversarial.advprop import expand_to_dual_bn
+
+    weights = expand_to_dual_bn(model, weights)  # a plain checkpoint into an AdvProp (dual BatchNorm) network
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -144,6 +147,9 @@ class DAMethod(L.LightningModule):
         self.optim_cfg = optim or OptimConfig()
         self.augment = augment
         self.model: ImageClassifier = build_classifier(self.network_cfg)
+        if augment is not None:
+            augment.prepare(self.model)  # e.g. AdvProp's dual BatchNorm, before any optimizer sees the parameters
+        self._augment_losses: dict[str, torch.Tensor] = {}
         n = self.network_cfg.num_classes
         self.eval_metrics = nn.ModuleDict(
             {d: ClassificationMetrics(n, prefix=d) for d in ("target", "source")}
@@ -180,20 +186,38 @@ class DAMethod(L.LightningModule):
         return self.model(x)
 
     def source_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The labelled source batch, passed through ``augment`` when one is configured."""
+        """The labelled source batch, passed through ``augment`` when one is configured.
+
+        The augmentation's extra loss terms on the clean batch (AdvProp, Jacobian penalty) are computed here and
+        added to the step's total by :meth:`training_step`."""
         x, y = batch["source"]
-        if self.augment is not None:
-            x, y = self.augment(self.model, x, y)
-        return x, y
+        return self.augment_labelled(x, y)
+
+    def augment_labelled(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """``augment`` applied to a labelled batch; its auxiliary loss terms are queued for this step's total."""
+        if self.augment is None:
+            return x, y
+        for name, value in self.augment.auxiliary_losses(self.model, x, y).items():
+            self._augment_losses[prefix + name] = value
+        return self.augment(self.model, x, y)
+
+    def pop_augment_losses(self) -> dict[str, torch.Tensor]:
+        """The auxiliary augmentation losses queued since the last call (and clear the queue)."""
+        out, self._augment_losses = self._augment_losses, {}
+        return out
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms of one training step; the total to minimise under ``"loss"``."""
         raise NotImplementedError
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        self._augment_losses = {}
         losses = self.compute_losses(batch)
         if "loss" not in losses:
             raise KeyError(f"{type(self).__name__}.compute_losses must return a 'loss' entry, got {list(losses)}")
+        extra = self.pop_augment_losses()
+        if extra:
+            losses = {**losses, **extra, "loss": losses["loss"] + sum(extra.values())}
         bs = batch["source"][0].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=bs)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from syn2real.adversarial.advprop import expand_to_dual_bn
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.gan import (
     IGNORE_INDEX,
@@ -148,7 +149,7 @@ class CyCADA(DAMethod):
             log.warning("CyCADA without teacher_checkpoint: the label-flip measurements use an untrained network")
         self.teacher.eval().requires_grad_(False)
         if task_init == "teacher":
-            self.model.load_state_dict(self.teacher.state_dict())
+            self.model.load_state_dict(expand_to_dual_bn(self.model, self.teacher.state_dict()))
 
         self.generator_st = self.gen_cfg.build()
         self.generator_ts = self.gen_cfg.build()
@@ -243,12 +244,12 @@ class CyCADA(DAMethod):
         opt_d.step()
 
         x_task, y_task = self.pixels.from_gan(images["fake_t"].detach()), y_s
-        if self.augment is not None:
-            x_task, y_task = self.augment(self.model, x_task, y_task)
+        x_task, y_task = self.augment_labelled(x_task, y_task)
         logits = self.model(x_task)
         loss_task = task_cross_entropy(logits, y_task, self.ignore_index)
+        extra = self.pop_augment_losses()  # AdvProp / Jacobian terms on the translated batch
         opt_task.zero_grad()
-        self.manual_backward(self.lambda_task * loss_task)
+        self.manual_backward(self.lambda_task * loss_task + sum(extra.values()))
         opt_task.step()
         for scheduler in self._schedulers():
             scheduler.step()
@@ -261,6 +262,7 @@ class CyCADA(DAMethod):
             "train/task_loss": loss_task.detach(),
             "train/task_acc_translated": (logits.argmax(dim=1) == y_task).float().mean(),
         })
+        logged.update({f"train/task_{k}": v.detach() for k, v in extra.items()})
         self.log_dict(logged, batch_size=bs)
 
     def _schedulers(self) -> list[Any]:

@@ -40,6 +40,8 @@ class SelfTraining(DAMethod):
         lrent_alpha: α of LRENT's soft labels (paper 0.25).
         source_weight: weight of the source cross-entropy mixed into every step (0 = target only).
         target_weight: weight of the pseudo-label loss.
+        augment_target: also pass the pseudo-labelled target samples (those kept this round) through ``augment``,
+            with their pseudo-labels as the attack's labels; unlabelled target samples are left as they are.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SelfTraining(DAMethod):
         lrent_alpha: float = 0.25,
         source_weight: float = 1.0,
         target_weight: float = 1.0,
+        augment_target: bool = False,
     ) -> None:
         super().__init__(network=network, optim=optim, augment=augment)
         if variant not in ("cbst", "mrkld", "lrent"):
@@ -64,6 +67,7 @@ class SelfTraining(DAMethod):
         self.mrkld_weight = float(mrkld_weight)
         self.source_weight = float(source_weight)
         self.target_weight = float(target_weight)
+        self.augment_target = bool(augment_target)
         self.init_checkpoint = init_checkpoint
         if init_checkpoint is not None:
             load_model_weights(self.model, init_checkpoint)
@@ -90,18 +94,26 @@ class SelfTraining(DAMethod):
         x_t, _, idx = batch["target"]  # the target label is never used
         labels = self.rounds.labels.to(idx.device)[idx]
         kept = labels >= 0
+        kept_fraction = kept.float().mean()
+        soft = self.rounds.soft_labels.to(idx.device)[idx] if self.variant == "lrent" else None
+        if self.augment_target and self.augment is not None and bool(kept.any()):
+            # only the pseudo-labelled samples carry a label to attack; the rest contribute no loss anyway
+            n_kept = int(kept.sum())
+            x_t, labels = self.augment_labelled(x_t[kept], labels[kept], prefix="target_")
+            if soft is not None:
+                soft = soft[kept].repeat(labels.shape[0] // n_kept, 1)  # `concat` mode doubles the batch
+            kept = torch.ones_like(labels, dtype=torch.bool)
         logits = self.model(torch.cat([x_s, x_t]))
         n_s = x_s.shape[0]
         logits_s, logits_t = logits[:n_s], logits[n_s:]
         ce_s = F.cross_entropy(logits_s, y_s)
         if self.variant == "lrent":
-            soft = self.rounds.soft_labels.to(idx.device)[idx]
             ce_t = soft_cross_entropy(logits_t, soft, kept)
         else:
             per_sample = F.cross_entropy(logits_t, labels.clamp_min(0), reduction="none")
             ce_t = torch.where(kept, per_sample, torch.zeros_like(per_sample)).sum() / kept.sum().clamp_min(1)
         loss = self.source_weight * ce_s + self.target_weight * ce_t
-        out = {"source_ce": ce_s, "pseudo_ce": ce_t, "pseudo_kept": kept.float().mean()}
+        out = {"source_ce": ce_s, "pseudo_ce": ce_t, "pseudo_kept": kept_fraction}
         if self.variant == "mrkld":
             reg = mrkld_loss(logits_t, kept)
             loss = loss + self.mrkld_weight * reg

@@ -176,3 +176,28 @@ def test_starts_from_any_method_checkpoint(tmp_path: Path) -> None:
         m.rounds.compute_round(trainer, m, 0)
     with pytest.raises(ValueError, match="variant"):
         SelfTraining(network=NET, variant="tent")  # type: ignore[arg-type]
+
+
+def test_augment_target_attacks_only_pseudo_labelled_samples_with_their_pseudo_labels() -> None:
+    from syn2real.adversarial.base import Augmentation
+
+    class Record(Augmentation):
+        def __init__(self) -> None:
+            self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def __call__(self, model, x, y):
+            self.calls.append((x, y))
+            return x + 1.0, y
+
+    aug = Record()
+    m = SelfTraining(network=NET, augment=aug, augment_target=True, source_weight=0.0)
+    labels = torch.tensor([3, -1, 5, -1, -1, 0])
+    m.rounds.labels = labels
+    b = _batch()
+    out = m.compute_losses(b)
+    assert len(aug.calls) == 2  # source batch, then the kept target samples
+    x_t, y_t = aug.calls[1]
+    assert torch.equal(y_t, labels[labels >= 0]) and torch.equal(x_t, b["target"][0][labels >= 0])
+    expected = F.cross_entropy(m.model(b["target"][0][labels >= 0] + 1.0), labels[labels >= 0])
+    assert torch.allclose(out["pseudo_ce"], expected, atol=1e-5)
+    assert out["pseudo_kept"] == pytest.approx(0.5)
