@@ -78,7 +78,8 @@ class Syn2RealCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: Lightning subcommands, plus ``aggregate`` (multi-seed mean ± std, model-selection
-    study), ``compare`` (runs side by side) and ``translate`` (a dataset through a CyCADA generator)."""
+    study), ``compare`` (runs side by side), ``translate`` (a dataset through a CyCADA generator), ``robustness``
+    (the robustness report card of a checkpoint) and ``export`` (the deployable task network)."""
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "aggregate":
         from syn2real.results import main as aggregate_main
@@ -89,6 +90,16 @@ def main(args: list[str] | None = None) -> None:
         from syn2real.translate import main as translate_main
 
         translate_main(args[1:])
+        return
+    if args and args[0] == "robustness":
+        from syn2real.robustness import main as robustness_main
+
+        robustness_main(args[1:])
+        return
+    if args and args[0] == "export":
+        from syn2real.export import main as export_main
+
+        export_main(args[1:])
         return
     if args and args[0] == "compare":
         from syn2real.results import compare

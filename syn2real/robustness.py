@@ -1,0 +1,495 @@
+"""``syn2real robustness --config CFG --ckpt CKPT``: the robustness report card of a trained classifier.
+
+On a labelled evaluation set of the config's data module (``--domain``, default ``target``) it measures:
+
+- clean accuracy, NLL and ECE;
+- FGSM and PGD (L∞, random start) accuracy at several ε in [0, 1] pixel units (``--eps``);
+- random noise: accuracy under additive Gaussian pixel noise of std σ (``--noise``), clipped to the image range;
+- spatial robustness (Engstrom et al.): accuracy under a random rotation + translation, under worst-of-10 and under
+  the exhaustive grid (5 × 5 translations × 31 rotations by default);
+- common corruptions (Hendrycks & Dietterich, the ``imagecorruptions`` implementation): accuracy per type and
+  severity 1–5, types that fail on this numpy/scikit-image are reported as unavailable with the reason; images
+  under 32 px are resized to 32 px for the corruption and back (the package's minimum size); corrupted sets are
+  cached under ``$SYN2REAL_CACHE/corruptions`` so several checkpoints see the same corrupted images;
+- calibration: a seeded half of the set fits a temperature (Guo et al.), ECE and NLL before / after are reported
+  on the other half, with a reliability diagram PNG.
+
+Outputs (``--output``, default ``<run>/robustness`` for a checkpoint ``<run>/checkpoints/*.ckpt``): ``robustness.json``,
+``reliability.png``, a table in the terminal, and W&B tables + the diagram in an offline run (``--no_wandb`` to
+skip). Extra arguments are config overrides, as for ``syn2real fit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import logging
+import math
+import os
+import sys
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from syn2real.adversarial import FGSM, PGD, RandomSpatial, WorstOfK, grid_attack
+from syn2real.adversarial.spatial import spatial_grid
+from syn2real.io import atomic_write, cache_root, write_json_atomic
+from syn2real.metrics.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    plot_reliability,
+)
+
+__all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "normalization_of"]
+
+logger = logging.getLogger("syn2real.robustness")
+
+# the 15 ImageNet-C / CIFAR-10-C types (imagecorruptions' "common" set)
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+_CACHE_VERSION = "corruptions-v1"
+_MIN_SIDE = 32
+
+
+# --------------------------------------------------------------------------------------------------
+# Corruptions
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _corrupt_one(image: np.ndarray, name: str, severity: int) -> np.ndarray:
+    """One (H, W, C) uint8 image through ``imagecorruptions.corrupt``; gray stays gray, size is kept."""
+    from imagecorruptions import corrupt
+    from PIL import Image
+
+    h, w, c = image.shape
+    src = image[..., 0] if c == 1 else image
+    small = min(h, w) < _MIN_SIDE
+    if small:
+        scale = _MIN_SIDE / min(h, w)
+        size = (max(_MIN_SIDE, round(w * scale)), max(_MIN_SIDE, round(h * scale)))
+        src = np.asarray(Image.fromarray(src).resize(size, Image.BILINEAR))
+    with _quiet():
+        out = np.asarray(corrupt(src, corruption_name=name, severity=severity))
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if c == 1 and out.ndim == 3:
+        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    if small:
+        out = np.asarray(Image.fromarray(out).resize((w, h), Image.BILINEAR))
+    if c == 1:
+        return out.reshape(h, w, 1)
+    return out.reshape(h, w, c)
+
+
+def corrupt_batch(
+    pixels: np.ndarray, name: str, severities: Sequence[int], seed: int = 0, cache: bool = True
+) -> dict[int, np.ndarray]:
+    """``pixels`` (B, H, W, C) uint8 under corruption ``name`` at each severity: ``{severity: (B, H, W, C) uint8}``.
+
+    numpy's global RNG (which imagecorruptions draws from) is seeded from (seed, name, severity), so results are
+    reproducible; with ``cache`` they are stored under ``$SYN2REAL_CACHE/corruptions`` keyed by the images' bytes."""
+    key = hashlib.sha1(
+        pixels.tobytes() + f"{pixels.shape}|{name}|{list(severities)}|{seed}|{_CACHE_VERSION}".encode()
+    ).hexdigest()
+    path = cache_root() / "corruptions" / f"{key}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path) as stored:
+                return {s: stored[f"s{s}"] for s in severities}
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            logger.warning("corruption cache %s unreadable; recomputing", path)
+    out: dict[int, np.ndarray] = {}
+    state = np.random.get_state()
+    try:
+        for severity in severities:
+            np.random.seed((seed * 1_000_003 + zlib.crc32(name.encode()) + 7919 * severity) % 2**32)
+            out[severity] = np.stack([_corrupt_one(img, name, severity) for img in pixels])
+    finally:
+        np.random.set_state(state)
+    if cache:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{f"s{s}": v for s, v in out.items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def normalization_of(spec: Sequence[dict[str, Any]] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the ``Normalize`` step of an evaluation transform spec, in [0, 1] pixel units."""
+    for entry in spec or []:
+        if isinstance(entry, dict) and entry.get("name") == "Normalize":
+            max_value = float(entry.get("max_pixel_value", 255.0))
+            if abs(max_value - 255.0) > 1e-6:
+                raise ValueError(f"Normalize with max_pixel_value {max_value}: attacks assume 8-bit images (255)")
+            mean, std = entry.get("mean", (0.485, 0.456, 0.406)), entry.get("std", (0.229, 0.224, 0.225))
+            as_tuple = lambda v: tuple(float(a) for a in (v if isinstance(v, (list, tuple)) else [v]))  # noqa: E731
+            return as_tuple(mean), as_tuple(std)
+    raise ValueError(
+        "the evaluation transforms have no Normalize step; the report card needs the data's mean/std to put "
+        "attacks and corruptions in pixel space (add {name: Normalize, mean: [...], std: [...]} to data.eval_transforms)"
+    )
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.correct: dict[str, float] = {}
+        self.total: dict[str, int] = {}
+
+    def add(self, key: str, correct: torch.Tensor) -> None:
+        self.correct[key] = self.correct.get(key, 0.0) + float(correct.sum())
+        self.total[key] = self.total.get(key, 0) + int(correct.numel())
+
+    def acc(self, key: str) -> float:
+        return self.correct[key] / max(1, self.total[key])
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | Sequence[tuple[torch.Tensor, torch.Tensor]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    eps: Sequence[float] = (0.1, 0.2, 0.3),
+    pgd_steps: int = 40,
+    pgd_step_size: float | None = None,
+    max_angle: float = 30.0,
+    max_shift: float = 3.0,
+    noise: Sequence[float] = (0.1, 0.3, 0.5),
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    max_images: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    n_bins: int = 15,
+    diagram: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The report card of ``model`` on labelled ``batches`` of normalised images (see the module docstring).
+
+    ``pgd_step_size`` defaults to 2.5 ε / steps (Madry et al.'s rule). Returns the JSON-able report."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    model = model.to(device).eval()
+    counter = _Counter()
+    unavailable: dict[str, str] = {}
+    logits_all, labels_all = [], []
+    angles, shifts = spatial_grid(max_angle=max_angle, max_shift=max_shift)
+    mean_t = torch.tensor(list(mean)).view(1, -1, 1, 1)
+    std_t = torch.tensor(list(std)).view(1, -1, 1, 1)
+    seen = 0
+    bar = tqdm(batches, desc="robustness", unit="batch", disable=not progress)
+    for x, y in bar:
+        if max_images is not None and seen >= max_images:
+            break
+        if max_images is not None:
+            x, y = x[: max_images - seen], y[: max_images - seen]
+        seen += x.shape[0]
+        x, y = x.to(device).float(), y.to(device)
+        if y.ndim != 1:
+            raise ValueError(f"the report card is for classification: labels of shape (B,), got {tuple(y.shape)}")
+        with torch.no_grad():
+            logits = model(x)
+        logits_all.append(logits.float().cpu())
+        labels_all.append(y.cpu())
+        counter.add("clean", logits.argmax(1) == y)
+        for e in eps:
+            adv = FGSM(e, mean=mean, std=std).perturb(model, x, y)
+            with torch.no_grad():
+                counter.add(f"fgsm/{e:g}", model(adv).argmax(1) == y)
+            step = pgd_step_size if pgd_step_size is not None else 2.5 * e / pgd_steps
+            adv = PGD(e, step, pgd_steps, "linf", True, mean, std).perturb(model, x, y)
+            with torch.no_grad():
+                counter.add(f"pgd/{e:g}", model(adv).argmax(1) == y)
+        for sigma in noise:
+            pixels = (x * std_t.to(device) + mean_t.to(device)).clamp(0, 1)
+            noisy = (pixels + sigma * torch.randn_like(pixels)).clamp(0, 1)
+            with torch.no_grad():
+                counter.add(f"noise/{sigma:g}", model((noisy - mean_t.to(device)) / std_t.to(device)).argmax(1) == y)
+        if max_angle > 0 or max_shift > 0:
+            rand, _ = RandomSpatial(max_angle, max_shift, mean, std)(model, x, y)
+            worst, _ = WorstOfK(10, max_angle, max_shift, mean, std)(model, x, y)
+            with torch.no_grad():
+                counter.add("spatial/random", model(rand).argmax(1) == y)
+                counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
+            counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std)["correct"])
+        if corruptions:
+            pixels = ((x.cpu() * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
+            pixels_np = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+            for name in corruptions:
+                if name in unavailable:
+                    continue
+                try:
+                    corrupted = corrupt_batch(pixels_np, name, severities, seed)
+                except Exception as err:  # noqa: BLE001 - stale package on this numpy / scikit-image
+                    unavailable[name] = f"{type(err).__name__}: {err}"
+                    continue
+                for severity, images in corrupted.items():
+                    xc = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+                    xc = ((xc - mean_t) / std_t).to(device)
+                    with torch.no_grad():
+                        counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
+        bar.set_postfix(images=seen, clean=f"{100 * counter.acc('clean'):.1f}%")
+    if seen == 0:
+        raise ValueError("the evaluation set is empty")
+
+    logits = torch.cat(logits_all)
+    labels = torch.cat(labels_all)
+    probs = logits.softmax(1)
+    report: dict[str, Any] = {
+        "n_images": seen,
+        "normalization": {"mean": list(mean), "std": list(std)},
+        "clean": {
+            "acc": counter.acc("clean"),
+            "nll": float(F.cross_entropy(logits, labels)),
+            "ece": float(expected_calibration_error(probs, labels, n_bins)),
+        },
+    }
+    if eps:
+        step_note = "2.5 * eps / steps" if pgd_step_size is None else pgd_step_size
+        report["fgsm"] = {f"{e:g}": counter.acc(f"fgsm/{e:g}") for e in eps}
+        report["pgd"] = {
+            "steps": pgd_steps, "step_size": step_note, "random_start": True, "norm": "linf",
+            "acc": {f"{e:g}": counter.acc(f"pgd/{e:g}") for e in eps},
+        }
+    if noise:
+        report["noise"] = {f"{sigma:g}": counter.acc(f"noise/{sigma:g}") for sigma in noise}
+    if max_angle > 0 or max_shift > 0:
+        report["spatial"] = {
+            "max_angle": max_angle, "max_shift": max_shift, "grid_size": int(angles.shape[0]),
+            "random_acc": counter.acc("spatial/random"),
+            "worst_of_10_acc": counter.acc("spatial/worst_of_10"),
+            "grid_acc": counter.acc("spatial/grid"),
+        }
+    if corruptions:
+        table = {
+            name: {str(s): counter.acc(f"corruption/{name}/{s}") for s in severities}
+            for name in corruptions if name not in unavailable
+        }
+        means = {name: float(np.mean(list(v.values()))) for name, v in table.items()}
+        report["corruptions"] = {
+            "implementation": _imagecorruptions_version(),
+            "severities": list(severities),
+            "acc": table,
+            "mean_acc_per_type": means,
+            "mean_acc": float(np.mean(list(means.values()))) if means else math.nan,
+            "unavailable": unavailable,
+        }
+    report["calibration"] = _calibration(logits, labels, seed, n_bins, diagram)
+    return report
+
+
+def _imagecorruptions_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"imagecorruptions {version('imagecorruptions')}"
+    except Exception:  # noqa: BLE001
+        return "imagecorruptions (version unknown)"
+
+
+def _calibration(
+    logits: torch.Tensor, labels: torch.Tensor, seed: int, n_bins: int, diagram: str | os.PathLike | None
+) -> dict[str, Any]:
+    """Temperature fitted on a seeded half, ECE/NLL before and after on the other half (+ the diagram)."""
+    n = logits.shape[0]
+    if n < 4:
+        return {"note": f"only {n} images: too few to fit and evaluate a temperature"}
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fit, held = order[: n // 2], order[n // 2:]
+    temperature = fit_temperature(logits[fit], labels[fit])
+    before, after = logits[held].softmax(1), (logits[held] / temperature).softmax(1)
+    out = {
+        "temperature": temperature,
+        "n_fit": int(fit.numel()),
+        "n_eval": int(held.numel()),
+        "n_bins": n_bins,
+        "ece_before": float(expected_calibration_error(before, labels[held], n_bins)),
+        "ece_after": float(expected_calibration_error(after, labels[held], n_bins)),
+        "nll_before": float(F.cross_entropy(logits[held], labels[held])),
+        "nll_after": float(F.cross_entropy(logits[held] / temperature, labels[held])),
+    }
+    if diagram is not None:
+        plot_reliability(
+            {"before": (before, labels[held]), f"after (T = {temperature:.2f})": (after, labels[held])}, str(diagram),
+            n_bins,
+        )
+        out["diagram"] = Path(diagram).name
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------
+
+
+def report_rows(report: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(section, setting, value) rows of the card, accuracies and ECE in [0, 1]."""
+    rows: list[tuple[str, str, float]] = [
+        ("clean", "accuracy", report["clean"]["acc"]),
+        ("clean", "ECE", report["clean"]["ece"]),
+    ]
+    for e, acc in report.get("fgsm", {}).items():
+        rows.append(("FGSM", f"eps {e}", acc))
+    if "pgd" in report:
+        for e, acc in report["pgd"]["acc"].items():
+            rows.append((f"PGD-{report['pgd']['steps']}", f"eps {e}", acc))
+    for sigma, acc in report.get("noise", {}).items():
+        rows.append(("Gaussian noise", f"sigma {sigma}", acc))
+    if "spatial" in report:
+        sp = report["spatial"]
+        rows += [
+            ("spatial", f"random (±{sp['max_angle']:g}°, ±{sp['max_shift']:g} px)", sp["random_acc"]),
+            ("spatial", "worst-of-10", sp["worst_of_10_acc"]),
+            ("spatial", f"grid ({sp['grid_size']})", sp["grid_acc"]),
+        ]
+    if "corruptions" in report:
+        for name, acc in report["corruptions"]["mean_acc_per_type"].items():
+            rows.append(("corruption", f"{name} (mean of severities)", acc))
+        rows.append(("corruption", "mean over types", report["corruptions"]["mean_acc"]))
+    cal = report["calibration"]
+    if "temperature" in cal:
+        rows += [
+            ("calibration", "ECE before temperature", cal["ece_before"]),
+            ("calibration", f"ECE after (T = {cal['temperature']:.2f})", cal["ece_after"]),
+        ]
+    return rows
+
+
+def print_report(report: dict[str, Any], title: str) -> None:
+    """The card as a rich table (plain text when stdout is not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("section", "setting", "value (%)"):
+        table.add_column(column)
+    for section, setting, value in report_rows(report):
+        table.add_row(section, setting, f"{100 * value:.2f}")
+    Console().print(table)
+    if report.get("corruptions", {}).get("unavailable"):
+        Console().print(f"corruptions unavailable here: {', '.join(report['corruptions']['unavailable'])}")
+
+
+def log_wandb(report: dict[str, Any], out_dir: Path, project: str, name: str) -> None:
+    """Tables (card, corruptions per severity) and the reliability diagram into an offline W&B run in
+    ``out_dir`` (online when ``WANDB_MODE=online``); never fails the command."""
+    from syn2real.loggers import SafeWandbLogger
+
+    run = SafeWandbLogger(project=project, name=name, save_dir=str(out_dir))
+    rows = report_rows(report)
+    run.log_metrics({f"robustness/{s}/{k}": v for s, k, v in rows})
+    run.log_table("robustness/card", ["section", "setting", "value"], [list(r) for r in rows])
+    if "corruptions" in report:
+        sev = report["corruptions"]["severities"]
+        data = [[n, *[v[str(s)] for s in sev]] for n, v in report["corruptions"]["acc"].items()]
+        run.log_table("robustness/corruptions", ["corruption", *[f"severity {s}" for s in sev]], data)
+    diagram = report["calibration"].get("diagram")
+    if diagram:
+        from PIL import Image
+
+        run.log_image("robustness/reliability", [Image.open(out_dir / diagram)])
+    run.finalize("success")
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def build_from_config(config_args: list[str]) -> tuple[Any, Any, Any]:
+    """(method, datamodule, parsed config) from ``--config FILE [overrides]`` exactly as ``syn2real fit`` builds
+    them, without a logger and without training."""
+    from syn2real.cli import Syn2RealCLI
+
+    cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
+    return cli.model, cli.datamodule, cli.config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syn2real robustness",
+        description="Robustness report card of a trained classifier: clean, FGSM/PGD, spatial, corruptions, ECE. "
+        "Unknown arguments are config overrides (e.g. --data.init_args.eval_batch_size 256).",
+    )
+    p.add_argument("--config", required=True, action="append", help="the run's config file (as for fit)")
+    p.add_argument("--ckpt", required=True, help="checkpoint of the trained method (.ckpt)")
+    p.add_argument("--output", default=None, help="output folder (default <run>/robustness beside <run>/checkpoints)")
+    p.add_argument("--domain", default="target", help="evaluation domain of the data module (target or source)")
+    p.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="L-inf budgets in [0, 1] pixels")
+    p.add_argument("--pgd_steps", type=int, default=40)
+    p.add_argument("--pgd_step_size", type=float, default=None, help="default 2.5 * eps / steps")
+    p.add_argument("--max_angle", type=float, default=30.0, help="spatial: rotation range ± degrees")
+    p.add_argument("--max_shift", type=float, default=3.0, help="spatial: translation range ± pixels")
+    p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.3, 0.5], help="Gaussian pixel-noise stds")
+    p.add_argument("--corruptions", nargs="*", default=list(CORRUPTIONS), help="types, or none")
+    p.add_argument("--severities", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    p.add_argument("--max_images", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--no_wandb", action="store_true", help="do not write a W&B run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, overrides = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    corruptions = [] if args.corruptions in (["none"], []) else args.corruptions
+    bad = sorted(set(corruptions) - set(CORRUPTIONS) - {"speckle_noise", "gaussian_blur", "spatter", "saturate"})
+    if bad:
+        raise SystemExit(f"syn2real robustness: unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS)}")
+    if any(s not in (1, 2, 3, 4, 5) for s in args.severities):
+        raise SystemExit(f"syn2real robustness: severities are 1..5, got {args.severities}")
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        raise SystemExit(f"syn2real robustness: checkpoint {ckpt} does not exist")
+    config_args = [a for c in args.config for a in ("--config", c)] + overrides
+    method, datamodule, config = build_from_config(config_args)
+    from syn2real.methods.base import load_model_weights
+
+    load_model_weights(method.model, str(ckpt))
+    mean, std = normalization_of(getattr(datamodule, "eval_transforms_spec", None))
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    domains = list(getattr(datamodule, "eval_domains", ["target"]))
+    if args.domain not in domains:
+        raise SystemExit(f"syn2real robustness: no evaluation domain {args.domain!r}; the data module has {domains}")
+    loader = datamodule.val_dataloader()[domains.index(args.domain)]
+    # default: next to the run the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>/robustness)
+    run_dir = ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else ckpt.resolve().parent
+    out_dir = Path(args.output) if args.output else run_dir / "robustness"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = evaluate_robustness(
+        method.model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
+        args.max_shift, args.noise, corruptions, args.severities, args.max_images, args.seed, device,
+        diagram=out_dir / "reliability.png",
+    )
+    report = {"checkpoint": str(ckpt), "config": list(args.config), "domain": args.domain, **report}
+    write_json_atomic(report, out_dir / "robustness.json")
+    print_report(report, f"robustness of {ckpt} on {args.domain} ({report['n_images']} images)")
+    print(f"wrote {out_dir / 'robustness.json'} and {out_dir / 'reliability.png'}")
+    if not args.no_wandb:
+        name = Path(args.config[0]).stem
+        log_wandb(report, out_dir, "syn2real-robustness", f"{name}-robustness")
+    return report

@@ -1,0 +1,81 @@
+"""The robustness report card: corruptions (deterministic, cached, size- and channel-preserving), the evaluation
+loop on a toy model, the normalisation lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from syn2real.robustness import corrupt_batch, evaluate_robustness, normalization_of, report_rows
+
+
+def pixels(n: int = 3, size: int = 28, channels: int = 1) -> np.ndarray:
+    return (np.random.default_rng(0).random((n, size, size, channels)) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_corruptions_keep_shape_and_channels_and_are_seeded(channels: int) -> None:
+    px = pixels(channels=channels)
+    a = corrupt_batch(px, "gaussian_noise", [1, 5], seed=0, cache=False)
+    b = corrupt_batch(px, "gaussian_noise", [1, 5], seed=0, cache=False)
+    c = corrupt_batch(px, "gaussian_noise", [1, 5], seed=1, cache=False)
+    assert set(a) == {1, 5} and a[1].shape == px.shape and a[1].dtype == np.uint8
+    assert np.array_equal(a[5], b[5]) and not np.array_equal(a[5], c[5])
+    # severity 5 moves the images further than severity 1
+    dist = {s: np.abs(a[s].astype(float) - px).mean() for s in (1, 5)}
+    assert dist[5] > dist[1] > 0
+
+
+def test_corruptions_are_cached_by_content(monkeypatch) -> None:
+    px = pixels()
+    first = corrupt_batch(px, "contrast", [2])
+    import syn2real.robustness as rb
+
+    monkeypatch.setattr(rb, "_corrupt_one", lambda *a: (_ for _ in ()).throw(AssertionError("not cached")))
+    again = corrupt_batch(px, "contrast", [2])
+    assert np.array_equal(first[2], again[2])
+    with pytest.raises(AssertionError, match="not cached"):
+        corrupt_batch(px[:2], "contrast", [2])  # other images: recomputed
+
+
+def test_normalization_lookup_and_its_error() -> None:
+    assert normalization_of([{"name": "Resize", "height": 8, "width": 8},
+                             {"name": "Normalize", "mean": [0.5], "std": [0.25]}]) == ((0.5,), (0.25,))
+    with pytest.raises(ValueError, match="no Normalize"):
+        normalization_of([{"name": "Resize", "height": 8, "width": 8}])
+
+
+class Threshold(nn.Module):
+    """Class 1 iff the mean pixel (in [0, 1]) is above 0.5: easy to reason about under attacks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = (x * 0.5 + 0.5).mean(dim=(1, 2, 3))
+        return torch.stack([-(m - 0.5) * 40, (m - 0.5) * 40], dim=1)
+
+
+def test_card_on_a_toy_model(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    level = torch.tensor([0.3, 0.7, 0.45, 0.55] * 4)
+    pix = (level.view(-1, 1, 1, 1) + 0.01 * torch.randn(16, 1, 28, 28, generator=g)).clamp(0, 1)
+    x, y = (pix - 0.5) / 0.5, (level > 0.5).long()
+    report = evaluate_robustness(
+        Threshold(), [(x[:8], y[:8]), (x[8:], y[8:])], (0.5,), (0.5,), eps=(0.01, 0.3), pgd_steps=5,
+        corruptions=("contrast",), severities=(5,), noise=(0.1,), diagram=tmp_path / "rel.png", progress=False,
+    )
+    assert report["n_images"] == 16 and report["clean"]["acc"] == 1.0
+    # eps 0.01 flips nothing (margin ≥ 0.05); eps 0.3 flips every image (one step moves the mean by 0.3)
+    assert report["fgsm"]["0.01"] == 1.0 and report["pgd"]["acc"]["0.01"] == 1.0
+    assert report["fgsm"]["0.3"] == 0.0 and report["pgd"]["acc"]["0.3"] == 0.0
+    assert 0 <= report["spatial"]["grid_acc"] <= report["spatial"]["worst_of_10_acc"] <= 1
+    assert "contrast" in report["corruptions"]["acc"] and report["calibration"]["n_eval"] == 8
+    assert (tmp_path / "rel.png").is_file()
+    assert ("PGD-5", "eps 0.3", 0.0) in report_rows(report)
+
+
+def test_card_rejects_segmentation_labels() -> None:
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="classification"):
+        evaluate_robustness(Threshold(), [(x, torch.zeros(2, 8, 8, dtype=torch.long))], (0.5,), (0.5,),
+                            progress=False)
