@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast results benchmarks clean
+.PHONY: install demo test test-fast results robust-results benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ define fit_seeds
 	for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
 	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3) || exit 1; done
 endef
+define fit_seeds_inline
+for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done
+endef
 CYCADA_STAGE3 = --model.init_args.source_checkpoint $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt \
   --model.init_args.source_translator $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt
 results: install
@@ -73,6 +77,19 @@ results: install
 	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json
+	$(MAKE) robust-results
+
+# Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
+# of each checkpoint (corrupted test images are cached, so only the first card pays for them).
+ROBUST = standard advprop jacobian worst_of_10 pgd
+robust-results: install
+	for m in $(ROBUST); do $(call fit_seeds_inline,robust/$$m,robust/$$m); done
+	for m in $(ROBUST); do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
+	  [ -f $$d/robustness/robustness.json ] && continue; \
+	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt \
+	    --no_wandb || exit 1; done; done
+	for m in $(ROBUST); do echo "== $$m"; \
+	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness/robustness.json || exit 1; done
 
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py

@@ -1,4 +1,4 @@
-"""Aggregate ``metrics.json`` files of several runs (seeds) into mean ± std."""
+"""Aggregate ``metrics.json`` (or ``robustness.json``) files of several runs (seeds) into mean ± std."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ SELECTION_CRITERIA = [
 ]
 
 
+def _flatten(record: dict, prefix: str = "") -> dict:
+    """Nested mappings (e.g. ``robustness.json``) as ``a/b/c`` keys; lists are left as they are."""
+    out: dict = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def aggregate(paths: Sequence[str | Path]) -> dict[str, tuple[float, float, int]]:
     """``{metric: (mean, sample std, n)}`` over the numeric entries the files share."""
     if not paths:
@@ -28,9 +39,10 @@ def aggregate(paths: Sequence[str | Path]) -> dict[str, tuple[float, float, int]
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; expected a run's metrics.json")
-        runs.append(json.loads(path.read_text()))
+        runs.append(_flatten(json.loads(path.read_text())))
     keys = set.intersection(*(set(r) for r in runs))
-    skip = {"epoch", "global_step", "seed", "world_size"}
+    skip = {"epoch", "global_step", "seed", "world_size", "n_images", "pgd/steps", "spatial/grid_size",
+            "spatial/max_angle", "spatial/max_shift", "calibration/n_fit", "calibration/n_eval", "calibration/n_bins"}
     out: dict[str, tuple[float, float, int]] = {}
     for key in sorted(keys - skip):
         values = [r[key] for r in runs]
@@ -162,7 +174,11 @@ def compare(argv: Sequence[str] | None = None) -> None:
 
 def _is_rate(key: str) -> bool:
     """Fractions shown in %: accuracies and CyCADA's label-flip rates."""
-    return "/acc" in key or "/flip" in key or "/teacher_acc" in key
+    last = key.rsplit("/", 1)[-1]
+    return (
+        "/acc" in key or "/flip" in key or "/teacher_acc" in key or last.endswith("_acc")
+        or key.startswith(("fgsm/", "noise/"))  # robustness.json: accuracy per budget
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -76,8 +76,10 @@ def _quiet() -> Iterator[None]:
 
 def _corrupt_one(image: np.ndarray, name: str, severity: int) -> np.ndarray:
     """One (H, W, C) uint8 image through ``imagecorruptions.corrupt``; gray stays gray, size is kept."""
-    from imagecorruptions import corrupt
     from PIL import Image
+
+    with _quiet():  # the package still imports the deprecated pkg_resources
+        from imagecorruptions import corrupt
 
     h, w, c = image.shape
     src = image[..., 0] if c == 1 else image
@@ -423,7 +425,11 @@ def build_from_config(config_args: list[str]) -> tuple[Any, Any, Any]:
     them, without a logger and without training."""
     from syn2real.cli import Syn2RealCLI
 
-    cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are given explicitly; keep LightningCLI from warning
+    try:
+        cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
+    finally:
+        sys.argv = argv
     return cli.model, cli.datamodule, cli.config
 
 

@@ -60,3 +60,19 @@ def test_compare_prints_runs_side_by_side(tmp_path: Path, capsys: pytest.Capture
     assert "source-only" in out and "DANN" in out and "77.28 %" in out and "91.44 %" in out
     with pytest.raises(SystemExit, match="does not exist"):
         compare([f"x={tmp_path / 'missing.json'}"])
+
+
+def test_aggregate_flattens_nested_reports(tmp_path) -> None:
+    import json
+
+    from syn2real.results import aggregate
+
+    files = []
+    for i, acc in enumerate([0.8, 0.9]):
+        path = tmp_path / f"r{i}.json"
+        path.write_text(json.dumps({"n_images": 10, "clean": {"acc": acc}, "pgd": {"steps": 40, "acc": {"0.3": acc / 2}},
+                                    "corruptions": {"unavailable": {"fog": "error"}}}))
+        files.append(path)
+    result = aggregate(files)
+    assert result["clean/acc"][0] == pytest.approx(0.85) and result["pgd/acc/0.3"][0] == pytest.approx(0.425)
+    assert "n_images" not in result and "pgd/steps" not in result and "corruptions/unavailable/fog" not in result

@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from syn2real.robustness import corrupt_batch, evaluate_robustness, normalization_of, report_rows
+from syn2real.robustness import (
+    corrupt_batch,
+    evaluate_robustness,
+    normalization_of,
+    report_rows,
+)
 
 
 def pixels(n: int = 3, size: int = 28, channels: int = 1) -> np.ndarray:

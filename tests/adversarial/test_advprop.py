@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from syn2real.adversarial import AdvProp, DualBatchNorm, bn_route, convert_dual_bn, export_main_bn
+from syn2real.adversarial import (
+    AdvProp,
+    DualBatchNorm,
+    bn_route,
+    convert_dual_bn,
+    export_main_bn,
+)
 from syn2real.adversarial.advprop import expand_to_dual_bn
 from syn2real.methods import SourceOnly
 from syn2real.models.heads import NetworkConfig, build_classifier
