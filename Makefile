@@ -86,7 +86,7 @@ robust-results: install
 	for m in $(ROBUST); do $(call fit_seeds_inline,robust/$$m,robust/$$m); done
 	for m in $(ROBUST); do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
 	  [ -f $$d/robustness/robustness.json ] && continue; \
-	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt \
+	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
 	    --no_wandb || exit 1; done; done
 	for m in $(ROBUST); do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness/robustness.json || exit 1; done

@@ -36,6 +36,7 @@ __all__ = [
     "AdvProp",
     "DualBatchNorm",
     "bn_route",
+    "collapse_dual_bn",
     "convert_dual_bn",
     "export_main_bn",
     "expand_to_dual_bn",
@@ -149,6 +150,17 @@ def expand_to_dual_bn(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[
             value = out.pop(key)
             out[prefix + "main." + rest] = value
             out[prefix + "aux." + rest] = value.clone()
+    return out
+
+
+def collapse_dual_bn(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse direction: a dual-BN state dict reduced to its main BatchNorms under plain key names (an AdvProp
+    checkpoint loaded into a network without AdvProp). Keys without ``.main.`` / ``.aux.`` pass through."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if ".aux." in f".{key}":
+            continue
+        out[key.replace(".main.", ".") if ".main." in key else key.removeprefix("main.")] = value
     return out
 
 

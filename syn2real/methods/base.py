@@ -114,9 +114,16 @@ def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> N
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise ValueError(f"checkpoint {file} has no '{prefix}*' entries; expected a syn2real method checkpoint")
-    from syn2real.adversarial.advprop import expand_to_dual_bn
+    from syn2real.adversarial.advprop import (
+        DualBatchNorm,
+        collapse_dual_bn,
+        expand_to_dual_bn,
+    )
 
-    weights = expand_to_dual_bn(model, weights)  # a plain checkpoint into an AdvProp (dual BatchNorm) network
+    if any(isinstance(m, DualBatchNorm) for m in model.modules()):
+        weights = expand_to_dual_bn(model, weights)  # a plain checkpoint into an AdvProp (dual BatchNorm) network
+    elif any(".main." in k for k in weights):
+        weights = collapse_dual_bn(weights)  # an AdvProp checkpoint into a plain network: its main BatchNorms
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:

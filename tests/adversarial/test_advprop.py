@@ -204,3 +204,18 @@ def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
     assert "fog" in report["corruptions"]["unavailable"]  # stale on numpy 2: reported, not fatal
     assert (run / "robustness" / "reliability.png").stat().st_size > 0
     assert "PGD-3" in proc.stdout
+
+
+def test_advprop_checkpoint_loads_into_a_plain_network_with_its_main_bns(tmp_path) -> None:
+    from syn2real.methods.base import load_model_weights
+
+    torch.manual_seed(0)
+    method = SourceOnly(network=NET, augment=AdvProp())
+    for m in method.model.modules():
+        if isinstance(m, DualBatchNorm):
+            nn.init.constant_(m.aux.weight, 5.0)
+    torch.save({"state_dict": method.state_dict()}, tmp_path / "advprop.ckpt")
+    plain = build_classifier(NET)
+    load_model_weights(plain, str(tmp_path / "advprop.ckpt"))
+    x, _ = digits()
+    assert torch.allclose(plain.eval()(x), method.model.eval()(x), atol=1e-6)
