@@ -235,7 +235,7 @@ def evaluate_robustness(
             with torch.no_grad():
                 counter.add("spatial/random", model(rand).argmax(1) == y)
                 counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
-            counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std)["correct"])
+            counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std, early_stop=True)["correct"])
         if corruptions:
             pixels = ((x.cpu() * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
             pixels_np = pixels.permute(0, 2, 3, 1).contiguous().numpy()

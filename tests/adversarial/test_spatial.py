@@ -54,6 +54,26 @@ def test_grid_attack_finds_the_planted_worst_transform() -> None:
     out = grid_attack(model, x, torch.zeros(2, dtype=torch.long), angles, shifts, chunk=100)
     assert out["correct"].tolist() == [False, True]
     assert out["worst_shift"][0].tolist() == [2.0, 1.0]
+    early = grid_attack(model, x, torch.zeros(2, dtype=torch.long), angles, shifts, chunk=100, early_stop=True)
+    assert early["correct"].tolist() == [False, True]
+
+
+def test_early_stop_grid_gives_the_same_verdict_with_fewer_forwards() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 3))
+    with torch.no_grad():
+        model[3].bias.copy_(torch.tensor([4.0, 0.0, 0.0]))  # mostly class 0: some images survive every transform
+    x, y = torch.randn(12, 1, 12, 12), torch.zeros(12, dtype=torch.long)
+    y[:3] = 1
+    counts: dict[str, int] = {}
+    for mode in (False, True):
+        handle = model.register_forward_hook(lambda m, i, o, k=mode: counts.__setitem__(str(k), counts.get(str(k), 0) + i[0].shape[0]))
+        out = grid_attack(model, x, y, chunk=300, early_stop=mode)
+        handle.remove()
+        counts[f"correct{mode}"] = out["correct"].tolist()  # type: ignore[assignment]
+    assert counts["correctTrue"] == counts["correctFalse"]
+    assert any(counts["correctTrue"]) and not all(counts["correctTrue"])
+    assert counts["True"] < counts["False"] == 12 * 775
 
 
 def test_worst_of_k_returns_the_highest_loss_candidate_in_one_batched_pass() -> None:
