@@ -88,8 +88,15 @@ robust-results: install
 	  [ -f $$d/robustness/robustness.json ] && continue; \
 	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
 	    --no_wandb || exit 1; done; done
+	for m in standard pgd; do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
+	  [ -f $$d/robustness_madry/robustness.json ] && continue; \
+	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
+	    --pgd_step_size 0.01 --corruptions none --max_angle 0 --max_shift 0 --noise --no_wandb \
+	    --output $$d/robustness_madry || exit 1; done; done
 	for m in $(ROBUST); do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness/robustness.json || exit 1; done
+	for m in standard pgd; do echo "== $$m, PGD-40 with Madry et al.'s step 0.01"; \
+	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness_madry/robustness.json || exit 1; done
 
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py
