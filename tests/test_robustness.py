@@ -84,3 +84,37 @@ def test_card_rejects_segmentation_labels() -> None:
     with pytest.raises(ValueError, match="classification"):
         evaluate_robustness(Threshold(), [(x, torch.zeros(2, 8, 8, dtype=torch.long))], (0.5,), (0.5,),
                             progress=False)
+
+
+def test_card_goes_to_wandb_as_tables_and_the_diagram(tmp_path, monkeypatch) -> None:
+    import syn2real.loggers as loggers
+    from syn2real.robustness import log_wandb
+
+    calls: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __init__(self, **kwargs) -> None:
+            calls.append(("init", kwargs["save_dir"]))
+
+        def log_metrics(self, metrics, step=None) -> None:
+            calls.extend(("metric", k) for k in metrics)
+
+        def log_table(self, key, columns, data, step=None) -> None:
+            calls.append(("table", key))
+
+        def log_image(self, key, images, step=None) -> None:
+            calls.append(("image", key))
+
+        def finalize(self, status) -> None:
+            calls.append(("finalize", status))
+
+    monkeypatch.setattr(loggers, "SafeWandbLogger", Recorder)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 28, 28, generator=g) * 2 - 1
+    report = evaluate_robustness(Threshold(), [(x, (x.mean(dim=(1, 2, 3)) > 0).long())], (0.5,), (0.5,), eps=(0.1,),
+                                 pgd_steps=2, corruptions=("contrast",), severities=(1,), noise=(0.1,),
+                                 diagram=tmp_path / "reliability.png", progress=False)
+    log_wandb(report, tmp_path, "p", "n")
+    assert ("table", "robustness/card") in calls and ("table", "robustness/corruptions") in calls
+    assert ("image", "robustness/reliability") in calls and ("metric", "robustness/PGD-2/eps 0.1") in calls
+    assert calls[-1] == ("finalize", "success")
