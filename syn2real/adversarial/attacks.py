@@ -24,7 +24,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from syn2real.adversarial.base import Augmentation
+from syn2real.adversarial.base import (
+    Augmentation,
+    check_mode,
+    combine,
+    eval_mode,
+    pixel_stats,
+)
 from syn2real.losses.gan import task_cross_entropy
 
 __all__ = ["FGSM", "FastFGSM", "PGD"]
@@ -60,8 +66,7 @@ class PGD(Augmentation):
             raise ValueError(f"PGD needs epsilon >= 0, step_size >= 0, steps >= 1; got {epsilon}, {step_size}, {steps}")
         if norm not in ("linf", "l2"):
             raise ValueError(f"PGD norm must be 'linf' or 'l2', got {norm!r}")
-        if mode not in ("replace", "concat"):
-            raise ValueError(f"augment mode must be 'replace' or 'concat', got {mode!r}")
+        check_mode(mode)
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"mean and std need equal lengths and std > 0, got {list(mean)}, {list(std)}")
         self.epsilon, self.step_size, self.steps = float(epsilon), float(step_size), int(steps)
@@ -70,13 +75,7 @@ class PGD(Augmentation):
 
     # -- pixel space ----------------------------------------------------------------------------
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = x.shape[1]
-        if len(self.mean) not in (1, c):
-            raise ValueError(f"attack mean/std have {len(self.mean)} values but the batch has {c} channels")
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
-        return mean, std
+        return pixel_stats(x, self.mean, self.std)
 
     def _project(self, delta: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
@@ -107,26 +106,17 @@ class PGD(Augmentation):
         pixels = (x.detach() * std + mean).clamp(0.0, 1.0)
         delta = self._project(self._init_delta(pixels))
         delta = ((pixels + delta).clamp(0.0, 1.0) - pixels).detach()
-        modes = [(m, m.training) for m in model.modules()]  # restored exactly, mixed modes (frozen BN) included
-        model.eval()  # BatchNorm uses (and never updates) its running statistics during the attack
-        try:
-            with torch.enable_grad():
-                for _ in range(self.steps):
-                    delta.requires_grad_(True)
-                    loss = task_cross_entropy(model((pixels + delta - mean) / std), y, self.ignore_index)
-                    (grad,) = torch.autograd.grad(loss, delta)
-                    delta = self._project(delta.detach() + self._step(grad))
-                    delta = ((pixels + delta).clamp(0.0, 1.0) - pixels).detach()
-        finally:
-            for module, training in modes:
-                module.training = training
+        with eval_mode(model), torch.enable_grad():
+            for _ in range(self.steps):
+                delta.requires_grad_(True)
+                loss = task_cross_entropy(model((pixels + delta - mean) / std), y, self.ignore_index)
+                (grad,) = torch.autograd.grad(loss, delta)
+                delta = self._project(delta.detach() + self._step(grad))
+                delta = ((pixels + delta).clamp(0.0, 1.0) - pixels).detach()
         return ((pixels + delta - mean) / std).detach()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        adv = self.perturb(model, x, y)
-        if self.mode == "concat":
-            return torch.cat([x, adv]), torch.cat([y, y])
-        return adv, y
+        return combine(x, y, self.perturb(model, x, y), self.mode)
 
 
 class FGSM(PGD):

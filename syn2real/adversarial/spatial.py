@@ -18,24 +18,23 @@ the model's modes, BatchNorm statistics and parameter gradients as they were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.adversarial.base import Augmentation
+from syn2real.adversarial.base import (
+    Augmentation,
+    check_mode,
+    combine,
+    eval_mode,
+    pixel_stats,
+)
 
 __all__ = ["RandomSpatial", "WorstOfK", "grid_attack", "spatial_grid", "transform_batch", "vote_predict"]
-
-
-def _stats(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    if len(mean) not in (1, x.shape[1]) or len(mean) != len(std):
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values but the batch has {x.shape[1]} channels")
-    m = torch.tensor(list(mean), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(list(std), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return m, s
 
 
 def transform_batch(
@@ -52,7 +51,7 @@ def transform_batch(
     b, _, h, w = x.shape
     if angles.shape != (b,) or shifts.shape != (b, 2):
         raise ValueError(f"need angles (B,) and shifts (B, 2) for B = {b}, got {tuple(angles.shape)}, {tuple(shifts.shape)}")
-    m, s = _stats(x, mean, std)
+    m, s = pixel_stats(x, mean, std)
     pixels = x * s + m
     centre = torch.tensor([[(w - 1) / 2.0, (h - 1) / 2.0]], device=x.device, dtype=x.dtype).expand(b, 2)
     matrix = get_rotation_matrix2d(centre, angles.to(x.dtype), torch.ones(b, 2, device=x.device, dtype=x.dtype))
@@ -77,23 +76,11 @@ def _per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss.flatten(1).mean(dim=1) if loss.ndim > 1 else loss
 
 
-class _ModelState:
+@contextlib.contextmanager
+def _scoring(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no gradients for scoring; every submodule's mode restored afterwards."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        self.grad = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_grad_enabled(self.grad)
-        for module, training in self.modes:
-            module.training = training
+    with eval_mode(model), torch.no_grad():
+        yield model
 
 
 class RandomSpatial(Augmentation):
@@ -109,8 +96,7 @@ class RandomSpatial(Augmentation):
     ) -> None:
         if max_angle < 0 or max_shift < 0:
             raise ValueError(f"max_angle and max_shift must be >= 0, got {max_angle}, {max_shift}")
-        if mode not in ("replace", "concat"):
-            raise ValueError(f"augment mode must be 'replace' or 'concat', got {mode!r}")
+        check_mode(mode)
         self.max_angle, self.max_shift, self.mean, self.std, self.mode = max_angle, max_shift, tuple(mean), tuple(std), mode
 
     def sample(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,14 +104,9 @@ class RandomSpatial(Augmentation):
         shifts = (torch.rand(n, 2, device=device) * 2 - 1) * self.max_shift
         return angles, shifts
 
-    def _output(self, x: torch.Tensor, y: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "concat":
-            return torch.cat([x, new]), torch.cat([y, y])
-        return new, y
-
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles, shifts = self.sample(x.shape[0], x.device)
-        return self._output(x, y, transform_batch(x.detach(), angles, shifts, self.mean, self.std))
+        return combine(x, y, transform_batch(x.detach(), angles, shifts, self.mean, self.std), self.mode)
 
 
 class WorstOfK(RandomSpatial):
@@ -149,11 +130,11 @@ class WorstOfK(RandomSpatial):
         b = x.shape[0]
         angles, shifts = self.sample(self.k * b, x.device)
         candidates = transform_batch(x.detach().repeat(self.k, 1, 1, 1), angles, shifts, self.mean, self.std)
-        with _ModelState(model) as scoring:
+        with _scoring(model) as scoring:
             losses = _per_sample_loss(scoring(candidates), y.repeat(self.k)).view(self.k, b)
         pick = losses.argmax(dim=0)  # (B,) index of the worst candidate of each image
         chosen = candidates.view(self.k, b, *x.shape[1:])[pick, torch.arange(b, device=x.device)]
-        return self._output(x, y, chosen)
+        return combine(x, y, chosen, self.mode)
 
 
 def grid_attack(
@@ -182,7 +163,7 @@ def grid_attack(
     worst = torch.zeros(b, dtype=torch.long, device=x.device)
     alive = torch.arange(b, device=x.device)  # images still in the search
     start = 0
-    with _ModelState(model) as scoring:
+    with _scoring(model) as scoring:
         while start < n and alive.numel() > 0:
             m = alive.numel()
             idx = torch.arange(start, min(n, start + max(1, chunk // m)), device=x.device)
@@ -220,6 +201,6 @@ def vote_predict(
     sampler = RandomSpatial(max_angle, max_shift, mean, std)
     b = x.shape[0]
     angles, shifts = sampler.sample(n * b, x.device)
-    with _ModelState(model) as scoring:
+    with _scoring(model) as scoring:
         preds = scoring(transform_batch(x.repeat(n, 1, 1, 1), angles, shifts, mean, std)).argmax(dim=1).view(n, b)
     return torch.mode(preds, dim=0).values
