@@ -10,6 +10,7 @@ when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -76,35 +77,24 @@ class Syn2RealCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+# syn2real's own commands beside Lightning's: name -> (module, function taking the remaining arguments)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "aggregate": ("syn2real.results", "main"),
+    "compare": ("syn2real.results", "compare"),
+    "translate": ("syn2real.translate", "main"),
+    "robustness": ("syn2real.robustness", "main"),
+    "export": ("syn2real.export", "main"),
+}
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point: Lightning subcommands, plus ``aggregate`` (multi-seed mean ± std, model-selection
     study), ``compare`` (runs side by side), ``translate`` (a dataset through a CyCADA generator), ``robustness``
     (the robustness report card of a checkpoint) and ``export`` (the deployable task network)."""
     args = list(sys.argv[1:] if args is None else args)
-    if args and args[0] == "aggregate":
-        from syn2real.results import main as aggregate_main
-
-        aggregate_main(args[1:])
-        return
-    if args and args[0] == "translate":
-        from syn2real.translate import main as translate_main
-
-        translate_main(args[1:])
-        return
-    if args and args[0] == "robustness":
-        from syn2real.robustness import main as robustness_main
-
-        robustness_main(args[1:])
-        return
-    if args and args[0] == "export":
-        from syn2real.export import main as export_main
-
-        export_main(args[1:])
-        return
-    if args and args[0] == "compare":
-        from syn2real.results import compare
-
-        compare(args[1:])
+    if args and args[0] in SUBCOMMANDS:
+        module, function = SUBCOMMANDS[args[0]]
+        getattr(importlib.import_module(module), function)(args[1:])
         return
     Syn2RealCLI(args=args)
 

@@ -26,13 +26,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--ckpt", required=True, help="checkpoint of the trained method (.ckpt)")
     p.add_argument("--output", required=True, help="file to write (.pt)")
     args, overrides = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    if not Path(args.ckpt).is_file():
-        raise SystemExit(f"syn2real export: checkpoint {args.ckpt} does not exist")
-    from syn2real.methods.base import load_model_weights
-    from syn2real.robustness import build_from_config
+    from syn2real.robustness import load_trained
 
-    method, _, _ = build_from_config([a for c in args.config for a in ("--config", c)] + overrides)
-    load_model_weights(method.model, args.ckpt)
+    method, _ = load_trained("syn2real export", args.config, args.ckpt, overrides)
     n_dual = sum(isinstance(m, DualBatchNorm) for m in method.model.modules())
     network = export_main_bn(method.model).eval()
     payload: dict[str, Any] = {

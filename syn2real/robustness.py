@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from syn2real.adversarial import FGSM, PGD, RandomSpatial, WorstOfK, grid_attack
+from syn2real.adversarial.base import pixel_stats
 from syn2real.adversarial.spatial import spatial_grid
 from syn2real.io import atomic_write, cache_root, write_json_atomic
 from syn2real.metrics.calibration import (
@@ -198,8 +199,6 @@ def evaluate_robustness(
     unavailable: dict[str, str] = {}
     logits_all, labels_all = [], []
     angles, shifts = spatial_grid(max_angle=max_angle, max_shift=max_shift)
-    mean_t = torch.tensor(list(mean)).view(1, -1, 1, 1)
-    std_t = torch.tensor(list(std)).view(1, -1, 1, 1)
     seen = 0
     bar = tqdm(batches, desc="robustness", unit="batch", disable=not progress)
     for x, y in bar:
@@ -216,6 +215,8 @@ def evaluate_robustness(
         logits_all.append(logits.float().cpu())
         labels_all.append(y.cpu())
         counter.add("clean", logits.argmax(1) == y)
+        mean_t, std_t = pixel_stats(x, mean, std)
+        pixels = (x * std_t + mean_t).clamp(0, 1)
         for e in eps:
             adv = FGSM(e, mean=mean, std=std).perturb(model, x, y)
             with torch.no_grad():
@@ -225,10 +226,9 @@ def evaluate_robustness(
             with torch.no_grad():
                 counter.add(f"pgd/{e:g}", model(adv).argmax(1) == y)
         for sigma in noise:
-            pixels = (x * std_t.to(device) + mean_t.to(device)).clamp(0, 1)
             noisy = (pixels + sigma * torch.randn_like(pixels)).clamp(0, 1)
             with torch.no_grad():
-                counter.add(f"noise/{sigma:g}", model((noisy - mean_t.to(device)) / std_t.to(device)).argmax(1) == y)
+                counter.add(f"noise/{sigma:g}", model((noisy - mean_t) / std_t).argmax(1) == y)
         if max_angle > 0 or max_shift > 0:
             rand, _ = RandomSpatial(max_angle, max_shift, mean, std)(model, x, y)
             worst, _ = WorstOfK(10, max_angle, max_shift, mean, std)(model, x, y)
@@ -237,8 +237,7 @@ def evaluate_robustness(
                 counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
             counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std, early_stop=True)["correct"])
         if corruptions:
-            pixels = ((x.cpu() * std_t + mean_t).clamp(0, 1) * 255).round().to(torch.uint8)
-            pixels_np = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+            pixels_np = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
             for name in corruptions:
                 if name in unavailable:
                     continue
@@ -249,7 +248,7 @@ def evaluate_robustness(
                     continue
                 for severity, images in corrupted.items():
                     xc = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-                    xc = ((xc - mean_t) / std_t).to(device)
+                    xc = (xc.to(device) - mean_t) / std_t
                     with torch.no_grad():
                         counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
         bar.set_postfix(images=seen, clean=f"{100 * counter.acc('clean'):.1f}%")
@@ -420,17 +419,22 @@ def log_wandb(report: dict[str, Any], out_dir: Path, project: str, name: str) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def build_from_config(config_args: list[str]) -> tuple[Any, Any, Any]:
-    """(method, datamodule, parsed config) from ``--config FILE [overrides]`` exactly as ``syn2real fit`` builds
-    them, without a logger and without training."""
+def load_trained(prog: str, configs: list[str], ckpt: str | os.PathLike, overrides: list[str]) -> tuple[Any, Any]:
+    """(method with the checkpoint's weights, datamodule), built from ``--config FILE [overrides]`` exactly as
+    ``syn2real fit`` builds them, without a logger and without training. ``prog`` names the command in errors."""
     from syn2real.cli import Syn2RealCLI
+    from syn2real.methods.base import load_model_weights
 
+    if not Path(ckpt).is_file():
+        raise SystemExit(f"{prog}: checkpoint {ckpt} does not exist")
+    config_args = [a for c in configs for a in ("--config", c)] + list(overrides)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are given explicitly; keep LightningCLI from warning
     try:
         cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
     finally:
         sys.argv = argv
-    return cli.model, cli.datamodule, cli.config
+    load_model_weights(cli.model.model, str(ckpt))
+    return cli.model, cli.datamodule
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -467,13 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if any(s not in (1, 2, 3, 4, 5) for s in args.severities):
         raise SystemExit(f"syn2real robustness: severities are 1..5, got {args.severities}")
     ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        raise SystemExit(f"syn2real robustness: checkpoint {ckpt} does not exist")
-    config_args = [a for c in args.config for a in ("--config", c)] + overrides
-    method, datamodule, config = build_from_config(config_args)
-    from syn2real.methods.base import load_model_weights
-
-    load_model_weights(method.model, str(ckpt))
+    method, datamodule = load_trained("syn2real robustness", args.config, ckpt, overrides)
     mean, std = normalization_of(getattr(datamodule, "eval_transforms_spec", None))
     datamodule.prepare_data()
     datamodule.setup("validate")
