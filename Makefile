@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast results robust-results benchmarks clean
+.PHONY: install demo test test-fast results robust-results enlighten-results benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,7 @@ results: install
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json
 	$(MAKE) robust-results
+	$(MAKE) enlighten-results
 
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).
@@ -98,12 +99,27 @@ robust-results: install
 	for m in standard pgd; do echo "== $$m, PGD-40 with Madry et al.'s step 0.01"; \
 	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness_madry/robustness.json || exit 1; done
 
+# EnlightenGAN on the real photos that scikit-image and foolbox ship, darkened by data_prep/lowlight.py: 3 seeds,
+# then PSNR/SSIM of each seed's enhanced test photos vs the dark input, gamma correction and histogram equalisation.
+LOWLIGHT ?= data/lowlight_photos
+enlighten-results: install
+	[ -f $(LOWLIGHT)/manifest.json ] || $(BIN)/python data_prep/lowlight.py --from_packages --output $(LOWLIGHT)
+	for s in $(SEEDS); do d=$(R)/enlightengan/seed$$s; \
+	  [ -f $$d/metrics.json ] || $(FIT) --config configs/enlightengan/lowlight_photos.yaml --seed_everything $$s \
+	    --data.init_args.root $(LOWLIGHT) --trainer.default_root_dir $$d || exit 1; \
+	  [ -f $$d/enhanced/enhance_eval.json ] || $(BIN)/syn2real enhance --ckpt $$d/checkpoints/last.ckpt --no_progress \
+	    --input $(LOWLIGHT)/test/low --output $$d/enhanced --reference $(LOWLIGHT)/test/reference \
+	    --figure $$d/examples.png || exit 1; done
+	$(BIN)/syn2real aggregate $(R)/enlightengan/seed*/metrics.json
+	$(BIN)/syn2real aggregate $(R)/enlightengan/seed*/enhanced/enhance_eval.json
+
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py
 	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/dann_step.py --backbone digits_cnn --size 28 --batch 64 --steps 40 --rounds 3
 	$(BIN)/python benchmarks/cycada_step.py --size 28 --batch 64 --ngf 16 --ndf 32 --blocks 6 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/adversarial_step.py --backbone digits_cnn --size 28 --batch 64 --pgd_steps 7 --steps 10 --rounds 3
+	$(BIN)/python benchmarks/enhance_tiled.py --height 1024 --width 2048 --tile 512 --overlap 32 --rounds 3
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache

@@ -84,13 +84,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "translate": ("syn2real.translate", "main"),
     "robustness": ("syn2real.robustness", "main"),
     "export": ("syn2real.export", "main"),
+    "enhance": ("syn2real.enhance", "main"),
 }
 
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: Lightning subcommands, plus ``aggregate`` (multi-seed mean ± std, model-selection
     study), ``compare`` (runs side by side), ``translate`` (a dataset through a CyCADA generator), ``robustness``
-    (the robustness report card of a checkpoint) and ``export`` (the deployable task network)."""
+    (the robustness report card of a checkpoint), ``export`` (the deployable task network) and ``enhance`` (low-light
+    images through an EnlightenGAN generator, tile by tile)."""
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] in SUBCOMMANDS:
         module, function = SUBCOMMANDS[args[0]]

@@ -85,9 +85,9 @@ class WandbMedia(L.Callback):
             return
         if not isinstance(batch, dict):
             return
-        for logger in self._loggers(trainer, "log_image"):
-            images = [image_grid(batch[d][0][: self.max_images]) for d in ("source", "target") if d in batch]
-            captions = [d for d in ("source", "target") if d in batch]
+        captions = [d for d in ("source", "target") if d in batch]  # paired DA batches; enhancement has its own media
+        for logger in self._loggers(trainer, "log_image") if captions else []:
+            images = [image_grid(batch[d][0][: self.max_images]) for d in captions]
             logger.log_image("samples/train", images, step=trainer.global_step, caption=captions)
         if callable(getattr(pl_module, "training_media", None)):
             self._log_method_media(trainer, pl_module, batch)

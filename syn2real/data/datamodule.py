@@ -30,7 +30,7 @@ from syn2real.data.datasets import (
 )
 from syn2real.data.transforms import build_transform
 
-__all__ = ["DomainSpec", "DomainPairDataModule", "split_indices"]
+__all__ = ["DomainSpec", "DomainPairDataModule", "run_sampler", "split_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,25 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_held = int(round(fraction * n))
     return sorted(perm[n_held:]), sorted(perm[:n_held])
+
+
+def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = True, drop_last: bool = True) -> Sampler | None:
+    """Our own samplers, so runs are reproducible across world sizes.
+
+    Training always draws from one seeded permutation per epoch (``DistributedSampler`` semantics);
+    rank ``r`` of ``W`` takes every ``W``-th index of it, so ``W`` ranks with batch ``B`` see exactly the
+    batches that one process with batch ``W * B`` sees. Evaluation under DDP never pads or repeats
+    a sample, so metrics are exact for any dataset size.
+    """
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    if train:
+        return DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=drop_last,
+        )
+    if world <= 1:
+        return None
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -203,23 +222,7 @@ class DomainPairDataModule(L.LightningDataModule):
 
     # -- loaders ----------------------------------------------------------------------------------
     def _sampler(self, dataset: Dataset, train: bool) -> Sampler | None:
-        """Our own samplers, so runs are reproducible across world sizes.
-
-        Training always draws from one seeded permutation per epoch (``DistributedSampler`` semantics);
-        rank ``r`` of ``W`` takes every ``W``-th index of it, so ``W`` ranks with batch ``B`` see exactly the
-        batches that one process with batch ``W * B`` sees. Evaluation under DDP never pads or repeats
-        a sample, so metrics are exact for any dataset size.
-        """
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if train:
-            return DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=self.shuffle,
-                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=self.drop_last,
-            )
-        if world <= 1:
-            return None
-        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return run_sampler(dataset, train, self.trainer, self.shuffle, self.drop_last)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         sampler = self._sampler(dataset, train)

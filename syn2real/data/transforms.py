@@ -7,8 +7,9 @@ A pipeline is a list of ``{"name": <albumentations class>, **kwargs}`` entries, 
       - {name: HorizontalFlip, p: 0.5}
       - {name: Normalize, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
 
-``ToTensorV2`` is appended when the list does not end with it. Unknown names and bad arguments fail
-with the entry that caused them.
+``ToTensorV2`` is appended when the list does not end with it. A name with dots is an import path of a
+transform class of your own (e.g. ``syn2real.enhance.LowLightEnhance``, the low-light enhancement stage).
+Unknown names and bad arguments fail with the entry that caused them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def imagenet_transforms(size: int = 224, train: bool = True) -> list[dict[str, A
     ]
 
 
+def _resolve(path: str) -> Any:
+    """A transform class by its import path (``syn2real.enhance.LowLightEnhance``); None when it does not exist."""
+    import importlib
+
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+
+
 def _build_one(entry: dict[str, Any], where: str) -> Any:
     if not isinstance(entry, dict) or "name" not in entry:
         raise ValueError(f"{where}: each transform must be a mapping with a 'name' key, got {entry!r}")
@@ -50,7 +62,7 @@ def _build_one(entry: dict[str, Any], where: str) -> Any:
     name = entry["name"]
     if name == "ToTensorV2":
         return ToTensorV2(**kwargs)
-    cls = getattr(A, name, None)
+    cls = _resolve(name) if "." in name else getattr(A, name, None)
     if cls is None or not isinstance(cls, type):
         raise ValueError(f"{where}: unknown albumentations transform {name!r}")
     if name in {"Compose", "OneOf", "SomeOf", "Sequential"}:

@@ -6,6 +6,8 @@
 - Identity (optional): ‖G_ST(x_t) − x_t‖₁ + ‖G_TS(x_s) − x_s‖₁.
 - Semantic consistency with a frozen source model f_S: CE(f_S(G_ST(x_s)), y_s) + CE(f_S(G_TS(x_t)), argmax f_S(x_t)).
 - Task loss on translated source: CE(f_T(G_ST(x_s)), y_s).
+- Relativistic LSGAN (Jolicoeur-Martineau 2019, EnlightenGAN's global discriminator): the discriminator minimises
+  ½[(D(real) − E D(fake) − 1)² + (D(fake) − E D(real))²], the generator the same with real and fake swapped.
 
 Every cross-entropy here accepts classification logits (B, C) with labels (B,) and segmentation logits
 (B, C, H, W) with label maps (B, H, W), where ``ignore_index`` (255) marks unlabelled pixels. All functions are
@@ -24,6 +26,8 @@ __all__ = [
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
     "label_flip_rate",
+    "relativistic_lsgan_discriminator_loss",
+    "relativistic_lsgan_generator_loss",
     "semantic_consistency_loss",
     "task_cross_entropy",
     "teacher_labels",
@@ -94,3 +98,21 @@ def semantic_consistency_loss(
 def label_flip_rate(logits_before: torch.Tensor, logits_after: torch.Tensor) -> torch.Tensor:
     """Fraction of samples (or pixels) whose argmax class differs before and after translation."""
     return (logits_before.argmax(dim=1) != logits_after.argmax(dim=1)).float().mean()
+
+
+def relativistic_lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """½ [mean (D(real) − mean D(fake) − 1)² + mean (D(fake) − mean D(real))²]: real images must look more real than
+    the average fake, fakes no more real than the average real image (EnlightenGAN eq. 1–2)."""
+    return 0.5 * (
+        F.mse_loss(d_real - d_fake.mean(), torch.ones_like(d_real))
+        + F.mse_loss(d_fake - d_real.mean(), torch.zeros_like(d_fake))
+    )
+
+
+def relativistic_lsgan_generator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """½ [mean (D(fake) − mean D(real) − 1)² + mean (D(real) − mean D(fake))²]: the discriminator's objective with
+    the roles of real and fake swapped. ``d_real`` may be detached (only the fakes carry the generator's gradient)."""
+    return 0.5 * (
+        F.mse_loss(d_fake - d_real.mean(), torch.ones_like(d_fake))
+        + F.mse_loss(d_real - d_fake.mean(), torch.zeros_like(d_real))
+    )

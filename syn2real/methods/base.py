@@ -24,7 +24,7 @@ from syn2real.metrics.classification import ClassificationMetrics
 from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
 from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
 
-__all__ = ["DAMethod", "OptimConfig", "load_model_weights", "lr_lambda"]
+__all__ = ["DAMethod", "OptimConfig", "build_optimizer", "load_model_weights", "lr_lambda"]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -81,6 +81,15 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
         return 1.0
 
     return factor
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names over parameter ``groups`` (``{"params": [...], "lr": ...}``; empty groups dropped)."""
+    groups = [g for g in groups if g["params"]]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    opt_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return opt_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 def _plain(value: Any) -> Any:
@@ -306,14 +315,7 @@ class DAMethod(L.LightningModule):
         ]
 
     def build_optimizer(self, groups: list[dict[str, Any]], cfg: OptimConfig | None = None) -> torch.optim.Optimizer:
-        cfg = cfg or self.optim_cfg
-        groups = [g for g in groups if g["params"]]
-        if cfg.name == "sgd":
-            return torch.optim.SGD(
-                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-            )
-        opt_cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return opt_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return build_optimizer(groups, cfg or self.optim_cfg)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig | None = None) -> LambdaLR | None:
         """The per-step schedule of ``cfg`` over the whole fit, or None for a constant lr without warm-up."""

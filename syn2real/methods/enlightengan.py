@@ -1,0 +1,324 @@
+"""EnlightenGAN (Jiang et al., "EnlightenGAN: Deep Light Enhancement without Paired Supervision", IEEE TIP 2021):
+unpaired low-light enhancement.
+
+One training step (manual optimisation, three Adam optimisers, the official order):
+
+- generator G (attention-guided U-Net, residual output): λ_g · relativistic LSGAN against the global discriminator
+  + λ_l · LSGAN against the local discriminator on ``n_patches`` random ``patch_size`` crops of the output
+  + λ_sfp · self feature-preserving loss between input and output, globally and (λ_sfp_local) on the same patches
+  of input and output;
+- global discriminator D_g: relativistic LSGAN, real normal-light images vs outputs drawn from a pool of 50;
+- local discriminator D_l: LSGAN, random patches of normal-light images vs the output patches.
+
+Evaluation on paired data (``data.eval_low`` / ``data.eval_reference``): PSNR and SSIM of the enhanced images
+against the clean references (``target/psnr``, ``target/ssim``), the same for the dark input
+(``target/psnr_input``, ``target/ssim_input``), and mean brightness of output and reference. Images larger than
+``eval_tile`` are enhanced tile by tile (:func:`syn2real.enhance.enhance_tiled`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from syn2real.losses.gan import (
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    relativistic_lsgan_discriminator_loss,
+    relativistic_lsgan_generator_loss,
+)
+from syn2real.losses.perceptual import self_feature_preserving_loss
+from syn2real.methods.base import OptimConfig, _plain, build_optimizer, lr_lambda
+from syn2real.models.enlighten import (
+    EnlightenDiscriminatorConfig,
+    EnlightenGeneratorConfig,
+)
+from syn2real.models.gan import ImagePool
+from syn2real.models.perceptual import FeatureExtractorConfig
+
+__all__ = ["EnlightenGAN", "crop_patches", "enlightengan_optim", "random_patch_corners"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def enlightengan_optim() -> OptimConfig:
+    """The paper's optimiser: Adam lr 1e-4, β (0.5, 0.999), no weight decay; constant for the first half of training
+    (100 of 200 epochs), then linear decay to 0."""
+    return OptimConfig(name="adam", lr=1e-4, betas=(0.5, 0.999), weight_decay=0.0, scheduler="linear", decay_start=0.5)
+
+
+def random_patch_corners(
+    batch: int, n: int, height: int, width: int, size: int, generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """(batch, n, 2) top-left corners (y, x) of ``n`` random ``size``×``size`` patches per image."""
+    if size > min(height, width):
+        raise ValueError(f"patch_size {size} is larger than the training images ({height}x{width}); lower it")
+    ys = torch.randint(0, height - size + 1, (batch, n), generator=generator)
+    xs = torch.randint(0, width - size + 1, (batch, n), generator=generator)
+    return torch.stack([ys, xs], dim=-1).to(device) if device is not None else torch.stack([ys, xs], dim=-1)
+
+
+def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) images and (B, n, 2) corners -> (B·n, C, size, size) patches, image-major order."""
+    if corners.ndim != 3 or corners.shape[0] != images.shape[0] or corners.shape[-1] != 2:
+        raise ValueError(f"corners must have shape (B={images.shape[0]}, n, 2), got {tuple(corners.shape)}")
+    patches = [
+        images[b, :, y : y + size, x : x + size]
+        for b in range(images.shape[0])
+        for y, x in corners[b].tolist()
+    ]
+    return torch.stack(patches)
+
+
+class EnlightenGAN(L.LightningModule):
+    """EnlightenGAN: attention-guided U-Net generator, global (relativistic) and local discriminators, and the self
+    feature-preserving loss on a frozen feature extractor.
+
+    Args:
+        generator: the U-Net (paper: 32 base channels, BatchNorm, grey attention map).
+        discriminator: global / local discriminators (ndf 64, 5 and 4 stride-2 layers).
+        perceptual: frozen extractor of the self feature-preserving loss: VGG16 relu5_1 from a local VGG16 weight
+            file (the paper), or any timm model from a local file / package spec.
+        optim: optimiser of all three networks (Adam 1e-4, β 0.5; linear decay over the second half).
+        lambda_global / lambda_local / lambda_sfp / lambda_sfp_local: loss weights (all 1, the official code).
+        n_patches: random patches per image for the local discriminator and the local feature loss (6: the official
+            one patch plus ``patchD_3`` 5).
+        patch_size: patch side (32).
+        pool_size: history of generated images for the global discriminator (50).
+        eval_tile / eval_overlap: tiled enhancement of evaluation images larger than ``eval_tile``.
+    """
+
+    def __init__(
+        self,
+        generator: EnlightenGeneratorConfig | None = None,
+        discriminator: EnlightenDiscriminatorConfig | None = None,
+        perceptual: FeatureExtractorConfig | None = None,
+        optim: OptimConfig | None = None,
+        lambda_global: float = 1.0,
+        lambda_local: float = 1.0,
+        lambda_sfp: float = 1.0,
+        lambda_sfp_local: float = 1.0,
+        n_patches: int = 6,
+        patch_size: int = 32,
+        pool_size: int = 50,
+        eval_tile: int = 512,
+        eval_overlap: int = 32,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._set_hparams(_plain(dict(self.hparams)))
+        for name, value in (("lambda_global", lambda_global), ("lambda_local", lambda_local),
+                            ("lambda_sfp", lambda_sfp), ("lambda_sfp_local", lambda_sfp_local)):
+            if value < 0:
+                raise ValueError(f"model.init_args.{name} must be >= 0, got {value}")
+        if n_patches < 1 or patch_size < 8:
+            raise ValueError(f"n_patches must be >= 1 and patch_size >= 8, got {n_patches}, {patch_size}")
+        self.automatic_optimization = False
+        self.strict_loading = False  # the frozen extractor is rebuilt from its weights, not stored in checkpoints
+        self.gen_cfg = generator or EnlightenGeneratorConfig()
+        self.disc_cfg = discriminator or EnlightenDiscriminatorConfig()
+        self.optim_cfg = optim or enlightengan_optim()
+        self.lambda_global, self.lambda_local = lambda_global, lambda_local
+        self.lambda_sfp, self.lambda_sfp_local = lambda_sfp, lambda_sfp_local
+        self.n_patches, self.patch_size = n_patches, patch_size
+        self.eval_tile, self.eval_overlap = eval_tile, eval_overlap
+
+        self.generator = self.gen_cfg.build()
+        self.discriminator_global = self.disc_cfg.build_global()
+        self.discriminator_local = self.disc_cfg.build_local()
+        self.perceptual = (perceptual or FeatureExtractorConfig()).build()
+        if patch_size < 2 * self.perceptual.reduction:
+            raise ValueError(
+                f"patch_size {patch_size} gives feature maps under 2x2 with the extractor {self.perceptual.name} "
+                f"(stride {self.perceptual.reduction}); instance normalisation needs at least "
+                f"{2 * self.perceptual.reduction} px patches"
+            )
+        self.pool = ImagePool(pool_size)
+        self.eval_metrics = torch.nn.ModuleDict(
+            {k: MeanMetric() for k in ("psnr", "ssim", "psnr_input", "ssim_input", "brightness", "brightness_input", "brightness_reference")}
+        )
+        self.last_eval_step: int | None = None
+        self.eval_history: list[dict[str, float]] = []
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("perceptual.")]:
+            del state[key]
+        checkpoint["syn2real_image_pools"] = {"global": self.pool.state_dict()}
+        checkpoint["syn2real_eval_history"] = list(self.eval_history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = {k for k in self.state_dict() if not k.startswith("perceptual.")}
+        missing = sorted(own - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise ValueError(f"checkpoint lacks EnlightenGAN weights {missing[:4]}; expected a checkpoint of this method")
+        self.pool.load_state_dict((checkpoint.get("syn2real_image_pools") or {}).get("global", {}), self.device)
+        self.eval_history = list(checkpoint.get("syn2real_eval_history") or [])
+
+    def run_summary(self) -> dict[str, Any]:
+        return {"eval_history": list(self.eval_history)} if self.eval_history else {}
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Enhance (B, 3, H, W) low-light images in [-1, 1]."""
+        return self.generator(x)
+
+    def patches(self, *images: torch.Tensor, corners: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The same random patches of each batch in ``images`` (B·n_patches, 3, p, p)."""
+        b, _, h, w = images[0].shape
+        if corners is None:
+            corners = random_patch_corners(b, self.n_patches, h, w, self.patch_size)
+        return tuple(crop_patches(x, corners, self.patch_size) for x in images)
+
+    # -- training ---------------------------------------------------------------------------------
+    def generator_losses(self, x_low: torch.Tensor, fake: torch.Tensor, x_normal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named generator terms (the discriminators must be frozen by the caller); total under ``"loss"``."""
+        with torch.no_grad():
+            d_real = self.discriminator_global(x_normal)
+        losses = {"global": relativistic_lsgan_generator_loss(d_real, self.discriminator_global(fake))}
+        fake_patches, low_patches = self.patches(fake, x_low)
+        losses["local"] = lsgan_generator_loss(self.discriminator_local(fake_patches))
+        losses["sfp"] = self_feature_preserving_loss(self.perceptual, x_low, fake)
+        losses["sfp_local"] = self_feature_preserving_loss(self.perceptual, low_patches, fake_patches)
+        losses["loss"] = (
+            self.lambda_global * losses["global"] + self.lambda_local * losses["local"]
+            + self.lambda_sfp * losses["sfp"] + self.lambda_sfp_local * losses["sfp_local"]
+        )
+        self._fake_patches = fake_patches.detach()
+        return losses
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt_g, opt_dg, opt_dl = self.optimizers()
+        x_low, x_normal = batch["low"][0], batch["normal"][0]
+        discriminators = (self.discriminator_global, self.discriminator_local)
+
+        fake = self.generator(x_low)
+        for d in discriminators:
+            d.requires_grad_(False)
+        gen = self.generator_losses(x_low, fake, x_normal)
+        opt_g.zero_grad()
+        self.manual_backward(gen["loss"])
+        opt_g.step()
+        for d in discriminators:
+            d.requires_grad_(True)
+
+        pooled = self.pool.query(fake)
+        loss_dg = relativistic_lsgan_discriminator_loss(self.discriminator_global(x_normal), self.discriminator_global(pooled))
+        opt_dg.zero_grad()
+        self.manual_backward(loss_dg)
+        opt_dg.step()
+
+        (real_patches,) = self.patches(x_normal)
+        loss_dl = lsgan_discriminator_loss(self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
+        opt_dl.zero_grad()
+        self.manual_backward(loss_dl)
+        opt_dl.step()
+        for scheduler in self._schedulers():
+            scheduler.step()
+
+        bs = x_low.shape[0]
+        self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
+        logged = {f"train/generator_{k}": v.detach() for k, v in gen.items() if k != "loss"}
+        logged.update({"train/discriminator_global": loss_dg.detach(), "train/discriminator_local": loss_dl.detach()})
+        self.log_dict(logged, batch_size=bs)
+
+    def _schedulers(self) -> list[Any]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
+
+    @torch.no_grad()
+    def training_media(self, batch: dict[str, Any], max_images: int = 8) -> dict[str, torch.Tensor]:
+        """Rows input | attention map | output (and a row of real normal-light images), in [0, 1]."""
+        x = batch["low"][0][:max_images]
+        normal = batch["normal"][0][: x.shape[0]]
+        out = self.generator(x).clamp(-1, 1)
+        attention = self.generator.attention_map(x).expand(-1, 3, -1, -1)
+        rows = [(x + 1) * 0.5, attention, (out + 1) * 0.5]
+        if normal.shape == x.shape:
+            rows.append((normal + 1) * 0.5)
+        return {"enhancement/train": torch.stack(rows).clamp(0, 1)}
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def enhance(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference at any resolution: tiled above ``eval_tile``; output clamped to [-1, 1]."""
+        from syn2real.enhance import enhance_tiled
+
+        return enhance_tiled(self.generator, x, self.eval_tile, self.eval_overlap)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x_low, ref = batch
+        out = self.enhance(x_low)
+        to_unit = lambda t: ((t.float() + 1.0) * 0.5).clamp(0.0, 1.0)  # noqa: E731
+        out, ref, low = to_unit(out), to_unit(ref), to_unit(x_low)
+        luma = torch.tensor(_LUMA, device=out.device).view(1, 3, 1, 1)
+        for i in range(out.shape[0]):  # per-image scores, averaged over images
+            o, r, lo = out[i : i + 1], ref[i : i + 1], low[i : i + 1]
+            self.eval_metrics["psnr"].update(peak_signal_noise_ratio(o, r, data_range=1.0))
+            self.eval_metrics["ssim"].update(structural_similarity_index_measure(o, r, data_range=1.0))
+            self.eval_metrics["psnr_input"].update(peak_signal_noise_ratio(lo, r, data_range=1.0))
+            self.eval_metrics["ssim_input"].update(structural_similarity_index_measure(lo, r, data_range=1.0))
+            self.eval_metrics["brightness"].update((o * luma).sum(1).mean())
+            self.eval_metrics["brightness_input"].update((lo * luma).sum(1).mean())
+            self.eval_metrics["brightness_reference"].update((r * luma).sum(1).mean())
+
+    def _eval_epoch_end(self) -> None:
+        if not self.eval_metrics["psnr"].update_count:
+            return
+        values = {f"target/{k}": m.compute() for k, m in self.eval_metrics.items()}
+        for metric in self.eval_metrics.values():
+            metric.reset()
+        main = {"target/psnr", "target/ssim"}
+        self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True)
+        self.log_dict({k: v for k, v in values.items() if k not in main})
+        if not self.trainer.sanity_checking:
+            self.last_eval_step = self.trainer.global_step
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(
+                f"epoch {self.current_epoch} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
+                f"(input {float(values['target/psnr_input']):.2f}), SSIM {float(values['target/ssim']):.4f}, "
+                f"brightness {float(values['target/brightness']):.3f} (input {float(values['target/brightness_input']):.3f}, "
+                f"reference {float(values['target/brightness_reference']):.3f})"
+            )
+            if self.trainer.state.fn == "fit":
+                self.eval_history.append(
+                    {"epoch": self.current_epoch, "global_step": self.global_step, **{k: float(v) for k, v in values.items()}}
+                )
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end()
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def _build(self, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
+        cfg = self.optim_cfg
+        opt = build_optimizer([{"params": params, "lr": cfg.lr}], cfg)
+        if cfg.scheduler == "none" and cfg.warmup_steps == 0:
+            return opt, None
+        # one scheduler step per training batch (each batch steps all three optimisers once)
+        return opt, LambdaLR(opt, lr_lambda(cfg, int(self.trainer.estimated_stepping_batches)))
+
+    def configure_optimizers(self) -> Any:
+        built = [
+            self._build(list(self.generator.parameters())),
+            self._build(list(self.discriminator_global.parameters())),
+            self._build(list(self.discriminator_local.parameters())),
+        ]
+        return [o for o, _ in built], [s for _, s in built if s is not None]
