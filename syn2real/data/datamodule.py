@@ -28,7 +28,7 @@ from syn2real.data.datasets import (
     TransformedSubset,
     UnlabelledFolderDataset,
 )
-from syn2real.data.transforms import build_transform
+from syn2real.data.transforms import build_transform, seed_worker_transforms
 
 __all__ = ["DomainSpec", "DomainPairDataModule", "run_sampler", "split_indices"]
 
@@ -235,6 +235,7 @@ class DomainPairDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> CombinedLoader:

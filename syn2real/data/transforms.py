@@ -10,17 +10,26 @@ A pipeline is a list of ``{"name": <albumentations class>, **kwargs}`` entries, 
 ``ToTensorV2`` is appended when the list does not end with it. A name with dots is an import path of a
 transform class of your own (e.g. ``syn2real.enhance.LowLightEnhance``, the low-light enhancement stage).
 Unknown names and bad arguments fail with the entry that caused them.
+
+Random augmentations are reproducible: albumentations draws from its own generator (unseeded, it would take OS
+entropy), so every pipeline is seeded from the run's seed (``PL_GLOBAL_SEED``), and
+:func:`seed_worker_transforms`, the data loaders' ``worker_init_fn``, gives each loader worker its own seed derived
+from torch's per-worker seed (itself drawn from the seeded main process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import albumentations as A
+import torch
 from albumentations.pytorch import ToTensorV2
 
-__all__ = ["TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms"]
+__all__ = [
+    "TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms", "run_seed", "seed_worker_transforms",
+]
 
 TransformSpec = Sequence[dict[str, Any]]
 
@@ -74,9 +83,45 @@ def _build_one(entry: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: cannot build {name} with {kwargs}: {err}") from err
 
 
-def build_transform(spec: TransformSpec | None, where: str = "transforms") -> A.Compose:
-    """Compose the albumentations pipeline described by ``spec`` and end it with ``ToTensorV2``."""
+def run_seed() -> int:
+    """The run's seed (``seed_everything`` sets ``PL_GLOBAL_SEED``), 0 when none was set."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def build_transform(spec: TransformSpec | None, where: str = "transforms", seed: int | None = None) -> A.Compose:
+    """Compose the albumentations pipeline described by ``spec`` and end it with ``ToTensorV2``; its random draws
+    are seeded with ``seed`` (default: the run's seed)."""
     steps = [_build_one(entry, f"{where}[{i}]") for i, entry in enumerate(spec or [])]
     if not steps or not isinstance(steps[-1], ToTensorV2):
         steps.append(ToTensorV2())
-    return A.Compose(steps)
+    return A.Compose(steps, seed=run_seed() if seed is None else seed)
+
+
+def _pipelines(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Iterator[A.BaseCompose]:
+    """Every albumentations pipeline reachable from a dataset (its ``transform``, wrapped datasets' ones)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 4:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, A.BaseCompose):
+        yield obj
+        return
+    for value in getattr(obj, "__dict__", {}).values():
+        if isinstance(value, (A.BaseCompose, torch.utils.data.Dataset)):
+            yield from _pipelines(value, depth + 1, seen)
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.utils.data.Dataset):
+            for item in value:
+                yield from _pipelines(item, depth + 1, seen)
+
+
+def seed_worker_transforms(worker_id: int) -> None:
+    """``worker_init_fn`` of every data loader: Lightning's per-worker seeding of numpy / random / torch, then a
+    distinct, reproducible seed for each albumentations pipeline of the worker's copy of the dataset."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    for pipeline in _pipelines(info.dataset):
+        pipeline.set_random_seed(info.seed % 2**32)

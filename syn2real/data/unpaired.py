@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from syn2real.data.datamodule import run_sampler
+from syn2real.data.transforms import run_seed, seed_worker_transforms
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -183,7 +184,7 @@ class UnpairedImageDataModule(L.LightningDataModule):
         if self.flip:
             steps.append(A.HorizontalFlip(p=0.5))
         steps += [A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0), ToTensorV2()]
-        return A.Compose(steps)
+        return A.Compose(steps, seed=run_seed())  # reproducible crops (see syn2real.data.transforms)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -214,6 +215,7 @@ class UnpairedImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> CombinedLoader:

@@ -122,3 +122,25 @@ def test_unpaired_datamodule_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetLayoutError, match="same size"):
         PairedFolderDataset(tmp_path / "el", tmp_path / "er")[0]
     assert torch.is_tensor(PairedFolderDataset(tmp_path / "low", tmp_path / "el")[0][0])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_random_crops_are_reproducible_under_a_seed(tmp_path: Path, workers: int) -> None:
+    """albumentations draws from its own generator: the pipelines are seeded from the run's seed, and loader
+    workers get distinct seeds derived from torch's (seeded) per-worker seeds."""
+    import lightning as L
+
+    out = tmp_path / "lowlight"
+    prepare_lowlight(_photos(tmp_path / "photos"), out, seed=0)
+
+    def first_batches(seed: int) -> list[torch.Tensor]:
+        L.seed_everything(seed, workers=True)
+        dm = UnpairedImageDataModule(root=str(out), crop_size=16, batch_size=2, repeat=4, num_workers=workers)
+        dm.setup("fit")
+        return [b[0]["low"][0] for _, b in zip(range(3), iter(dm.train_dataloader()))]
+
+    a, b, c = first_batches(0), first_batches(0), first_batches(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    if workers:  # two workers must not crop alike: batches 0 and 1 come from different workers
+        assert not torch.equal(a[0], a[1])
