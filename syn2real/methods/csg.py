@@ -41,6 +41,8 @@ class RandAugmentViews(nn.Module):
         if chunk < 1:
             raise ValueError(f"model.init_args.view_chunk must be >= 1, got {chunk}")
         self.augment = RandAugment(n=n, m=m)
+        for p in self.augment.parameters():  # kornia's op probabilities are parameters; they are not trained here
+            p.requires_grad_(False)
         self.chunk = int(chunk)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
