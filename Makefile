@@ -99,7 +99,7 @@ robust-results: install
 	  $(BIN)/syn2real aggregate $(R)/robust/$$m/seed*/robustness_madry/robustness.json || exit 1; done
 
 # Synthetic-to-real generalisation (no real digit seen in training): ImageNet EfficientNet-Lite0 fine-tuned on
-# synthetic digits, evaluated on real MNIST; plain fine-tuning, ASG, ASG + L2O, CSG x seeds (~3 min per run on one
+# synthetic digits, evaluated on real MNIST; plain fine-tuning, ASG, ASG + L2O, CSG x seeds (~6-7 min per run on one
 # CPU thread), then mean ± std (accuracy, KL to the ImageNet model, hyperspherical energy).
 GENERALISATION = finetune asg asg_l2o csg
 generalisation-results: install
