@@ -49,3 +49,18 @@ def test_layout_errors_name_the_file_and_line(tmp_path: Path) -> None:
     (root / "validation" / "image_list.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="image_list.txt does not exist"):
         check_visda17_split(root, "validation")
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs" / "visda17").glob("*.yaml")
+                                          if p.name != "resnet50.yaml"))
+def test_visda17_configs_parse_with_and_without_the_resnet50_overlay(config: str, capsys: pytest.CaptureFixture) -> None:
+    from syn2real.cli import main
+
+    folder = REPO / "configs" / "visda17"
+    for extra in ([], ["--config", str(folder / "resnet50.yaml")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(folder / config), *extra, "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = capsys.readouterr().out
+        assert "num_classes: 12" in printed and "aeroplane" in printed
+        assert ("backbone: resnet50" if extra else "backbone: resnet101") in printed
