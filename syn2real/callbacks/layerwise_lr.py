@@ -21,6 +21,7 @@ decision history are saved in checkpoints; a rollout interrupted by a restart is
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,7 +98,8 @@ class LayerwiseLR(L.Callback):
             other groups (discriminators, projection heads) keep the optimiser's lr.
         baseline_momentum: moving-average baseline of the returns (variance reduction; 0 = no baseline).
         initial_mult: multiplier of every group before the first decision.
-        seed: seed of the policy's weights and of its action sampling.
+        seed: seed of the policy's weights and of its action sampling; default the run's ``seed_everything``
+            (the same on every rank).
         filename: the decisions (step, reward, multipliers) written to ``<default_root_dir>/<filename>`` after fit.
     """
 
@@ -116,7 +118,7 @@ class LayerwiseLR(L.Callback):
         controlled: list[str] | None = None,
         baseline_momentum: float = 0.9,
         initial_mult: float = 1.0,
-        seed: int = 0,
+        seed: int | None = None,
         filename: str | None = "layerwise_lr.json",
     ) -> None:
         if interval < 1 or rollout < 1:
@@ -131,14 +133,14 @@ class LayerwiseLR(L.Callback):
         self.controlled = list(controlled) if controlled is not None else ["head"]
         self.baseline_momentum = float(baseline_momentum)
         self.initial_mult = float(initial_mult)
-        self.seed = int(seed)
+        self.seed = seed
         self.filename = filename
         self.group_names: list[str] = []
         self.policy: LayerwisePolicy | None = None
         self.policy_opt: torch.optim.Optimizer | None = None
         self.multipliers: list[float] = []
         self.lstm_state: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = torch.Generator().manual_seed(self.resolved_seed())
         self.baseline: float | None = None
         self.batches_seen = 0
         self.window: dict[str, list[float]] = {"loss": [], "ce": [], "kl": []}
@@ -176,11 +178,17 @@ class LayerwiseLR(L.Callback):
             self._setup_policy(names)
         return out
 
+    def resolved_seed(self) -> int:
+        """``seed``, or the run's global seed (``seed_everything``), or 0."""
+        return int(self.seed) if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
     def _setup_policy(self, names: list[str]) -> None:
         if self.policy is not None and names == self.group_names:
             return
         self.group_names = names
-        self.policy = LayerwisePolicy(len(names), len(self.actions), hidden=self.hidden, seed=self.seed)
+        seed = self.resolved_seed()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.policy = LayerwisePolicy(len(names), len(self.actions), hidden=self.hidden, seed=seed)
         self.policy_opt = torch.optim.SGD(self.policy.parameters(), lr=self.policy_lr)
         self.multipliers = [self.initial_mult] * len(names)
         self.lstm_state = self.policy.initial_state()

@@ -153,3 +153,15 @@ def test_policy_state_survives_a_checkpoint_round_trip() -> None:
     wrong._setup_policy(["a"])
     with pytest.raises(ValueError, match="resume with the same backbone"):
         wrong.load_state_dict(state)
+
+
+def test_policy_seed_follows_the_run_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def first_weights(global_seed: str, seed: int | None = None) -> torch.Tensor:
+        monkeypatch.setenv("PL_GLOBAL_SEED", global_seed)
+        cb = LayerwiseLR(seed=seed)
+        cb._setup_policy(["a", "b"])
+        return cb.policy.heads[0].weight.detach().clone()
+
+    assert torch.equal(first_weights("1"), first_weights("1"))
+    assert not torch.equal(first_weights("1"), first_weights("2"))
+    assert torch.equal(first_weights("1", seed=5), first_weights("2", seed=5))
