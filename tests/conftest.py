@@ -42,3 +42,25 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     return make_class_tree(tmp_path / "domain", ["0", "1", "2"], per_class=8)
+
+
+VISDA17_CLASSES = ["aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person", "plant",
+                   "skateboard", "train", "truck"]
+
+
+def make_visda17_tree(root: Path, per_class: int = 2, size: int = 40, seed: int = 0) -> Path:
+    """A tiny VisDA-2017 download: ``train/<class>/*.png`` renders and ``validation/<class>/*.jpg`` photos, each split
+    with its ``image_list.txt`` of ``<class>/<file> <label>`` lines; class c has a bright square at a c-dependent spot."""
+    rng = np.random.default_rng(seed)
+    for split, ext in (("train", "png"), ("validation", "jpg")):
+        lines = []
+        for label, name in enumerate(VISDA17_CLASSES):
+            for i in range(per_class):
+                img = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+                r, c = 2 + 8 * (label // 4), 2 + 8 * (label % 4)
+                img[r : r + 8, c : c + 8] = 255
+                rel = f"{name}/{split}_{label:02d}_{i}.{ext}"
+                write_png(root / split / rel, img)
+                lines.append(f"{rel} {label}")
+        (root / split / "image_list.txt").write_text("\n".join(lines) + "\n")
+    return root

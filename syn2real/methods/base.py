@@ -240,10 +240,14 @@ class DAMethod(L.LightningModule):
         return losses["loss"]
 
     # -- evaluation -----------------------------------------------------------------------------
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits used for evaluation and prediction; methods override it (ASG/CSG: flip-averaged)."""
+        return self.model(x)
+
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
         x, y = batch
         domain = self.eval_domains[dataloader_idx]
-        logits = self.model(x)
+        logits = self.eval_logits(x)
         self.eval_metrics[domain].update(logits, y)
         if domain == "target":
             probs = logits.detach().float().softmax(dim=1)
@@ -301,7 +305,7 @@ class DAMethod(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         x, _ = batch
-        conf, pred = self.model(x).softmax(dim=1).max(dim=1)
+        conf, pred = self.eval_logits(x).softmax(dim=1).max(dim=1)
         return {"pred": pred, "confidence": conf}
 
     # -- optimisation ---------------------------------------------------------------------------
@@ -315,6 +319,13 @@ class DAMethod(L.LightningModule):
         ]
 
     def build_optimizer(self, groups: list[dict[str, Any]], cfg: OptimConfig | None = None) -> torch.optim.Optimizer:
+        """The optimizer of ``cfg`` over ``groups``; callbacks with ``split_param_groups(module, groups)`` (the
+        layer-wise learning-rate policy) may first split the groups, e.g. the backbone into its stages."""
+        groups = [g for g in groups if g["params"]]
+        for callback in (self.trainer.callbacks if self._trainer is not None else []):
+            split = getattr(callback, "split_param_groups", None)
+            if callable(split):
+                groups = split(self, groups)
         return build_optimizer(groups, cfg or self.optim_cfg)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig | None = None) -> LambdaLR | None:

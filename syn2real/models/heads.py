@@ -23,6 +23,7 @@ class NetworkConfig:
         in_chans: input channels (1 for grayscale digits, 3 for RGB).
         weights: local weight file or ``package:...`` spec; never downloaded.
         bottleneck_dim: optional Linear-BN-ReLU bottleneck before the head (DANN/CDAN use 256).
+        bottleneck_norm: BatchNorm in the bottleneck; false gives ASG/CSG's Linear-ReLU head (2048-512-12).
         dropout: dropout before the head.
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (``None`` values dropped).
     """
@@ -32,6 +33,7 @@ class NetworkConfig:
     in_chans: int = 1
     weights: str | None = None
     bottleneck_dim: int | None = None
+    bottleneck_norm: bool = True
     dropout: float = 0.0
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -39,14 +41,14 @@ class NetworkConfig:
 class ImageClassifier(nn.Module):
     """Backbone -> (bottleneck) -> linear head. ``forward_features`` gives the vector DA losses align."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, bottleneck_dim: int | None = None, dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, num_classes: int, bottleneck_dim: int | None = None, dropout: float = 0.0,
+                 bottleneck_norm: bool = True):
         super().__init__()
         self.backbone = backbone
         in_dim = int(backbone.num_features)
         if bottleneck_dim:
-            self.bottleneck: nn.Module = nn.Sequential(
-                nn.Linear(in_dim, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU(inplace=True)
-            )
+            norm: nn.Module = nn.BatchNorm1d(bottleneck_dim) if bottleneck_norm else nn.Identity()
+            self.bottleneck: nn.Module = nn.Sequential(nn.Linear(in_dim, bottleneck_dim), norm, nn.ReLU(inplace=True))
             in_dim = bottleneck_dim
         else:
             self.bottleneck = nn.Identity()
@@ -79,4 +81,4 @@ def build_classifier(cfg: NetworkConfig) -> ImageClassifier:
     backbone = create_backbone(
         cfg.backbone, weights=cfg.weights, num_classes=0, in_chans=cfg.in_chans, **cfg.backbone_kwargs
     )
-    return ImageClassifier(backbone, cfg.num_classes, cfg.bottleneck_dim, cfg.dropout)
+    return ImageClassifier(backbone, cfg.num_classes, cfg.bottleneck_dim, cfg.dropout, cfg.bottleneck_norm)
