@@ -29,7 +29,6 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from syn2real.data.datamodule import run_sampler
-from syn2real.data.transforms import run_seed, seed_worker_transforms
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -37,6 +36,7 @@ from syn2real.data.datasets import (
     _list_images,
     load_image,
 )
+from syn2real.data.transforms import run_seed, seed_worker_transforms
 
 __all__ = ["PairedFolderDataset", "RepeatedDataset", "UnpairedImageDataModule", "to_gan_tensor"]
 
