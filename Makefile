@@ -78,6 +78,7 @@ results: install
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \
 	  $(R)/adda/seed*/metrics.json $(R)/c*st_from_*/seed*/metrics.json
 	$(MAKE) robust-results
+	$(MAKE) generalisation-results
 	$(MAKE) enlighten-results
 
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
