@@ -322,7 +322,7 @@ class DAMethod(L.LightningModule):
         """The optimizer of ``cfg`` over ``groups``; callbacks with ``split_param_groups(module, groups)`` (the
         layer-wise learning-rate policy) may first split the groups, e.g. the backbone into its stages."""
         groups = [g for g in groups if g["params"]]
-        for callback in (self.trainer.callbacks if self._trainer is not None else []):
+        for callback in (getattr(self._trainer, "callbacks", None) or []):
             split = getattr(callback, "split_param_groups", None)
             if callable(split):
                 groups = split(self, groups)

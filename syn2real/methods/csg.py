@@ -6,6 +6,8 @@ as) the frozen ImageNet model's by contrastive learning. For each synthetic imag
 EMA) the key view. At stages 3 and 4 both feature maps are A-pooled and projected (MLP C → C → 128, the key heads
 an EMA of the query heads, m = 0.999); InfoNCE against a per-stage queue of 65,536 negatives, τ = 0.07.
 L = CE + w · Σ_stages InfoNCE, w = 0.1 (classification; 75 for segmentation).
+This is the classification variant; the segmentation variant (contrasting 8×8 chunks of the feature maps) needs
+the segmentation task model, which is not in the package yet.
 """
 
 from __future__ import annotations
