@@ -39,7 +39,7 @@ from PIL import Image
 from torch import nn
 
 from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key
-from syn2real.io import atomic_write, write_json_atomic
+from syn2real.io import atomic_write, read_checkpoint, write_json_atomic
 
 __all__ = ["EnhanceSummary", "LowLightEnhance", "enhance_array", "enhance_folder", "enhance_tiled", "load_enhancer", "main"]
 
@@ -52,12 +52,7 @@ def load_enhancer(path: str | Path) -> nn.Module:
     from syn2real.models.enlighten import EnlightenGeneratorConfig
 
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {file} does not exist; give the .ckpt of an EnlightenGAN run")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+    ckpt = read_checkpoint(file, "the .ckpt of an EnlightenGAN run")
     state = ckpt.get("state_dict", {}) if isinstance(ckpt, dict) else {}
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     weights = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "cache_root"]
+__all__ = ["atomic_write", "atomic_torch_save", "read_checkpoint", "write_json_atomic", "cache_root"]
 
 
 def cache_root() -> Path:
@@ -58,3 +58,15 @@ def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
     """JSON (indented, sorted keys) written atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_checkpoint(path: str | os.PathLike, expected: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with errors naming the file: a missing file says what to give
+    (``expected``, e.g. "the .ckpt of a CyCADA pixel-level run"), an unreadable one what torch said."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {file} does not exist; give {expected}")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
+        raise ValueError(f"cannot read checkpoint {file}: {err}") from err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from syn2real.callbacks.checkpoint import AtomicCheckpointIO
-from syn2real.io import atomic_torch_save, atomic_write, write_json_atomic
+from syn2real.io import atomic_torch_save, atomic_write, read_checkpoint, write_json_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -43,3 +43,13 @@ def test_checkpoint_io_loads_weights_only_and_names_bad_files(tmp_path: Path) ->
     torch.save({"obj": Path("x")}, tmp_path / "pickle.ckpt")
     with pytest.raises(ValueError, match="weights_only=True"):
         io.load_checkpoint(tmp_path / "pickle.ckpt")
+
+
+def test_read_checkpoint_names_the_file_and_what_to_give(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist; give the .ckpt of X"):
+        read_checkpoint(tmp_path / "missing.ckpt", "the .ckpt of X")
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*bad.ckpt"):
+        read_checkpoint(tmp_path / "bad.ckpt", "anything")
+    torch.save({"state_dict": {"w": torch.ones(1)}}, tmp_path / "ok.ckpt")
+    assert torch.equal(read_checkpoint(tmp_path / "ok.ckpt", "")["state_dict"]["w"], torch.ones(1))

@@ -21,7 +21,7 @@ from syn2real.losses.adversarial import (
     adda_target_loss,
     domain_accuracy,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 
@@ -136,8 +136,7 @@ class ADDA(DAMethod):
         if update:
             self.manual_backward(loss_g)
             opt_enc.step()
-        for scheduler in self._schedulers():
-            scheduler.step()
+        step_schedulers(self)
 
         bs = x_s.shape[0]
         self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=bs)
@@ -150,12 +149,6 @@ class ADDA(DAMethod):
             },
             batch_size=bs,
         )
-
-    def _schedulers(self) -> list[Any]:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return []
-        return schedulers if isinstance(schedulers, list) else [schedulers]
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [g for g in super().param_groups() if g["params"]]

@@ -20,11 +20,12 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from syn2real.adversarial.base import Augmentation
+from syn2real.io import read_checkpoint
 from syn2real.metrics.classification import ClassificationMetrics
 from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
 from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
 
-__all__ = ["DAMethod", "OptimConfig", "build_optimizer", "load_model_weights", "lr_lambda"]
+__all__ = ["DAMethod", "OptimConfig", "build_optimizer", "load_model_weights", "lr_lambda", "step_schedulers"]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -92,6 +93,15 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.opt
     return opt_cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
+def step_schedulers(module: L.LightningModule) -> None:
+    """Step every lr scheduler of a manually optimised module once (one call per training batch)."""
+    schedulers = module.lr_schedulers()
+    if schedulers is None:
+        return
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        scheduler.step()
+
+
 def _plain(value: Any) -> Any:
     """Hyper-parameters as YAML-able primitives, so checkpoints load with ``weights_only=True``."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -111,12 +121,7 @@ def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> N
 
     Raises a clear error for a missing file, a file without a ``state_dict`` and a network mismatch."""
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {file} does not exist; give the .ckpt of a finished stage")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+    ckpt = read_checkpoint(file, "the .ckpt of a finished stage")
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {file} has no 'state_dict'; expected a Lightning checkpoint written by syn2real")

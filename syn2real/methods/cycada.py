@@ -37,6 +37,7 @@ from torchmetrics import MeanMetric
 
 from syn2real.adversarial.advprop import expand_to_dual_bn
 from syn2real.adversarial.base import Augmentation
+from syn2real.io import read_checkpoint
 from syn2real.losses.gan import (
     IGNORE_INDEX,
     cycle_loss,
@@ -47,7 +48,7 @@ from syn2real.losses.gan import (
     semantic_consistency_loss,
     task_cross_entropy,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
 from syn2real.models.gan import (
     GeneratorConfig,
     ImagePool,
@@ -251,8 +252,7 @@ class CyCADA(DAMethod):
         opt_task.zero_grad()
         self.manual_backward(self.lambda_task * loss_task + sum(extra.values()))
         opt_task.step()
-        for scheduler in self._schedulers():
-            scheduler.step()
+        step_schedulers(self)
 
         bs = x_s.shape[0]
         self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
@@ -265,13 +265,6 @@ class CyCADA(DAMethod):
         logged.update({f"train/task_{k}": v.detach() for k, v in extra.items()})
         self.log_dict(logged, batch_size=bs)
 
-    def _schedulers(self) -> list[Any]:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return []
-        return schedulers if isinstance(schedulers, list) else [schedulers]
-
-    @torch.no_grad()
     def training_media(self, batch: Batch, max_images: int = 8) -> dict[str, torch.Tensor]:
         """Images in [0, 1] for W&B, (3, N, C, H, W) each: rows source / translated / reconstructed, and
         target / to-source / reconstructed."""
@@ -329,12 +322,7 @@ def load_generator(path: str | Path, direction: Literal["st", "ts"] = "st") -> t
     file = Path(path)
     if direction not in ("st", "ts"):
         raise ValueError(f"direction must be 'st' (source→target) or 'ts' (target→source), got {direction!r}")
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {file} does not exist; give the .ckpt of a CyCADA pixel-level run")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+    ckpt = read_checkpoint(file, "the .ckpt of a CyCADA pixel-level run")
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     state = ckpt.get("state_dict", {}) if isinstance(ckpt, dict) else {}
     prefix = f"generator_{direction}."

@@ -33,7 +33,7 @@ from syn2real.losses.gan import (
     relativistic_lsgan_generator_loss,
 )
 from syn2real.losses.perceptual import self_feature_preserving_loss
-from syn2real.methods.base import OptimConfig, _plain, build_optimizer, lr_lambda
+from syn2real.methods.base import OptimConfig, _plain, build_optimizer, lr_lambda, step_schedulers
 from syn2real.models.enlighten import (
     EnlightenDiscriminatorConfig,
     EnlightenGeneratorConfig,
@@ -220,8 +220,7 @@ class EnlightenGAN(L.LightningModule):
         opt_dl.zero_grad()
         self.manual_backward(loss_dl)
         opt_dl.step()
-        for scheduler in self._schedulers():
-            scheduler.step()
+        step_schedulers(self)
 
         bs = x_low.shape[0]
         self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
@@ -229,13 +228,6 @@ class EnlightenGAN(L.LightningModule):
         logged.update({"train/discriminator_global": loss_dg.detach(), "train/discriminator_local": loss_dl.detach()})
         self.log_dict(logged, batch_size=bs)
 
-    def _schedulers(self) -> list[Any]:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return []
-        return schedulers if isinstance(schedulers, list) else [schedulers]
-
-    @torch.no_grad()
     def training_media(self, batch: dict[str, Any], max_images: int = 8) -> dict[str, torch.Tensor]:
         """Rows input | attention map | output (and a row of real normal-light images), in [0, 1]."""
         x = batch["low"][0][:max_images]
