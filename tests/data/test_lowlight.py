@@ -144,3 +144,13 @@ def test_random_crops_are_reproducible_under_a_seed(tmp_path: Path, workers: int
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
     if workers:  # two workers must not crop alike: batches 0 and 1 come from different workers
         assert not torch.equal(a[0], a[1])
+
+
+def test_collects_the_real_photos_that_packages_ship(tmp_path: Path) -> None:
+    from syn2real.data.lowlight import collect_package_photos
+
+    files = collect_package_photos(tmp_path / "photos")
+    assert len(files) == 24 and all(f.is_file() for f in files)  # 4 scikit-image photos + 20 foolbox ImageNet samples
+    assert np.array(Image.open(tmp_path / "photos" / "skimage_astronaut.png")).shape == (512, 512, 3)
+    stamp = files[0].stat().st_mtime_ns
+    assert collect_package_photos(tmp_path / "photos") == files and files[0].stat().st_mtime_ns == stamp
