@@ -35,11 +35,11 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key
-from syn2real.io import atomic_write, read_checkpoint, write_json_atomic
+from syn2real.io import read_checkpoint, write_json_atomic
+from syn2real.translate import resolve_device, save_image
 
 __all__ = ["EnhanceSummary", "LowLightEnhance", "enhance_array", "enhance_folder", "enhance_tiled", "load_enhancer", "main"]
 
@@ -126,19 +126,6 @@ class EnhanceSummary:
         return {"enhanced": self.enhanced, "skipped": self.skipped, "failed": self.failed}
 
 
-def _save(array: np.ndarray, path: Path) -> None:
-    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    options = {"quality": 95} if fmt == "JPEG" else {}
-    atomic_write(path, lambda f: image.save(f, format=fmt, **options))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def enhance_folder(
     ckpt: str | Path,
     input_dir: str | Path,
@@ -157,7 +144,7 @@ def enhance_folder(
         raise ValueError(f"--output {out_root} must not be --input {root} or inside it")
     if tile < 16 or overlap < 0:
         raise ValueError(f"--tile must be >= 16 and --overlap >= 0, got {tile}, {overlap}")
-    dev = _device(device)
+    dev = resolve_device(device)
     generator = load_enhancer(ckpt).to(dev)
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
@@ -183,7 +170,7 @@ def enhance_folder(
             log.error("%s", err)
             summary.failed.append(src.relative_to(root).as_posix())
         else:
-            _save(enhance_array(generator, image, tile, overlap, dev), dst)
+            save_image(enhance_array(generator, image, tile, overlap, dev), dst)
             summary.enhanced += 1
         if bar is not None:
             bar.update(1)

@@ -52,7 +52,7 @@ class TranslateSummary:
         return {"translated": self.translated, "copied": self.copied, "skipped": self.skipped, "failed": self.failed}
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -62,7 +62,8 @@ def _is_copied(rel: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) for p in patterns)
 
 
-def _save_image(array: np.ndarray, path: Path) -> None:
+def save_image(array: np.ndarray, path: Path) -> None:
+    """An H×W×C uint8 array written atomically in the format of ``path``'s extension (JPEG at quality 95)."""
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     options = {"quality": 95} if fmt == "JPEG" else {}
@@ -115,7 +116,7 @@ def translate_folder(
     if out_root.resolve() == root.resolve() or root.resolve() in out_root.resolve().parents:
         raise ValueError(f"--output {out_root} must not be --input {root} or inside it")
     generator, pixels = load_generator(ckpt, direction)  # type: ignore[arg-type]
-    dev = _device(device)
+    dev = resolve_device(device)
     generator, pixels = generator.to(dev), pixels.to(dev)
     mode = "L" if generator.in_channels == 1 else "RGB"
 
@@ -145,7 +146,7 @@ def translate_folder(
         y = generator(x)
         arrays = y.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for dst, array in zip(outs, arrays):
-            _save_image(array, dst)
+            save_image(array, dst)
             summary.translated += 1
         if bar is not None:
             bar.update(len(outs))

@@ -64,7 +64,7 @@ def test_resumes_after_interruption_without_rewriting_done_files(
     cycada_ckpt: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "translated"
-    real_save, written = translate_mod._save_image, []
+    real_save, written = translate_mod.save_image, []
 
     def crash_after_four(array: np.ndarray, path: Path) -> None:
         if len(written) == 4:
@@ -72,10 +72,10 @@ def test_resumes_after_interruption_without_rewriting_done_files(
         real_save(array, path)
         written.append(path)
 
-    monkeypatch.setattr(translate_mod, "_save_image", crash_after_four)
+    monkeypatch.setattr(translate_mod, "save_image", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
         translate_folder(cycada_ckpt, dataset, out, batch_size=3, device="cpu", copy=["labels/*"], progress=False)
-    monkeypatch.setattr(translate_mod, "_save_image", real_save)
+    monkeypatch.setattr(translate_mod, "save_image", real_save)
     done = {p: p.stat().st_mtime_ns for p in written}
     assert len(done) == 4 and not list(out.rglob("*.tmp"))
 

@@ -30,7 +30,7 @@ from syn2real.data.datasets import (
 )
 from syn2real.data.transforms import build_transform, seed_worker_transforms
 
-__all__ = ["DomainSpec", "DomainPairDataModule", "run_sampler", "split_indices"]
+__all__ = ["DomainSpec", "DomainPairDataModule", "run_loader", "run_sampler", "split_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,23 @@ def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = Tru
     if world <= 1:
         return None
     return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+
+
+def run_loader(dm: L.LightningDataModule, dataset: Dataset, train: bool) -> DataLoader:
+    """The loader of a syn2real data module (its ``batch_size``, ``eval_batch_size``, ``num_workers``, ``pin_memory``,
+    ``shuffle``, ``drop_last``): :func:`run_sampler` order, and workers that reseed their augmentations."""
+    workers = dm.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=dm.batch_size if train else dm.eval_batch_size,
+        shuffle=False,  # order comes from the sampler
+        sampler=run_sampler(dataset, train, dm.trainer, dm.shuffle, dm.drop_last),
+        drop_last=train and dm.drop_last and len(dataset) >= dm.batch_size,  # type: ignore[arg-type]
+        num_workers=workers,
+        pin_memory=dm.pin_memory,
+        persistent_workers=workers > 0,
+        worker_init_fn=seed_worker_transforms if workers > 0 else None,
+    )
 
 
 class DomainPairDataModule(L.LightningDataModule):
@@ -221,22 +238,8 @@ class DomainPairDataModule(L.LightningDataModule):
         return len(self.classes)
 
     # -- loaders ----------------------------------------------------------------------------------
-    def _sampler(self, dataset: Dataset, train: bool) -> Sampler | None:
-        return run_sampler(dataset, train, self.trainer, self.shuffle, self.drop_last)
-
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = self._sampler(dataset, train)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=False,  # order comes from the sampler
-            sampler=sampler,
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
-        )
+        return run_loader(self, dataset, train)
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {

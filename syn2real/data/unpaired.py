@@ -28,7 +28,7 @@ from albumentations.pytorch import ToTensorV2
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from syn2real.data.datamodule import run_sampler
+from syn2real.data.datamodule import run_loader
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -36,7 +36,7 @@ from syn2real.data.datasets import (
     _list_images,
     load_image,
 )
-from syn2real.data.transforms import run_seed, seed_worker_transforms
+from syn2real.data.transforms import run_seed
 
 __all__ = ["PairedFolderDataset", "RepeatedDataset", "UnpairedImageDataModule", "to_gan_tensor"]
 
@@ -206,17 +206,7 @@ class UnpairedImageDataModule(L.LightningDataModule):
         log.info("datasets: %s", {k: len(v) for k, v in self.datasets.items()})  # type: ignore[arg-type]
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=False,  # order comes from the sampler
-            sampler=run_sampler(dataset, train, self.trainer, self.shuffle, self.drop_last),
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transforms if self.num_workers > 0 else None,
-        )
+        return run_loader(self, dataset, train)
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {k: self._loader(self.datasets[k], train=True) for k in ("low", "normal")}
