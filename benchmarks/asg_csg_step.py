@@ -98,7 +98,7 @@ def main() -> None:
         for name, template in templates.items():
             times[name] += lightning_steps(copy.deepcopy(template), batch, args.steps, args.accelerator)
         times["asg_l2o"] += lightning_steps(copy.deepcopy(templates["asg"]), batch, args.steps, args.accelerator,
-                                            [LayerwiseLR(interval=args.l2o_interval, rollout=2)])
+                                            [LayerwiseLR(interval=args.l2o_interval, rollout=2, filename=None)])
         times["frozen_forward"] += frozen_forward_times(copy.deepcopy(templates["asg"].guide).to(device),
                                                         x.to(device), args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
