@@ -1,6 +1,11 @@
-"""Datasets for the common layouts, the domain-pair data module and the embedded digits benchmark."""
+"""Datasets for the common layouts, the domain-pair data modules (classification, segmentation) and the embedded
+digits benchmarks."""
 
 from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
+from syn2real.data.segmentation import SegDomainSpec, SegmentationDataModule
 from syn2real.data.unpaired import UnpairedImageDataModule
 
-__all__ = ["DigitsDataModule", "DomainPairDataModule", "DomainSpec", "UnpairedImageDataModule"]
+__all__ = [
+    "DigitsDataModule", "DomainPairDataModule", "DomainSpec", "SegDomainSpec", "SegmentationDataModule",
+    "UnpairedImageDataModule",
+]

@@ -23,7 +23,7 @@ from syn2real.adversarial.base import Augmentation
 from syn2real.io import read_checkpoint
 from syn2real.metrics.classification import ClassificationMetrics
 from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
-from syn2real.models.heads import ImageClassifier, NetworkConfig, build_classifier
+from syn2real.models.heads import NetworkConfig, build_classifier
 
 __all__ = ["DAMethod", "OptimConfig", "build_optimizer", "load_model_weights", "lr_lambda", "step_schedulers"]
 
@@ -167,24 +167,34 @@ class DAMethod(L.LightningModule):
         self.network_cfg = network or NetworkConfig()
         self.optim_cfg = optim or OptimConfig()
         self.augment = augment
-        self.model: ImageClassifier = build_classifier(self.network_cfg)
+        self.model = self.build_network()
         if augment is not None:
             augment.prepare(self.model)  # e.g. AdvProp's dual BatchNorm, before any optimizer sees the parameters
         self._augment_losses: dict[str, torch.Tensor] = {}
-        n = self.network_cfg.num_classes
-        self.eval_metrics = nn.ModuleDict(
-            {d: ClassificationMetrics(n, prefix=d) for d in ("target", "source")}
-        )
+        self.eval_metrics = nn.ModuleDict({d: self.build_domain_metrics(d) for d in ("target", "source")})
         # label-free scores of the target predictions, for unsupervised checkpoint selection
         # (`checkpoint.monitor: target/validator/snd`, mode max)
-        self.validators = nn.ModuleDict(
-            {"entropy": EntropyValidator(), "infomax": InfoMaxValidator(n), "snd": SNDValidator()}
-        )
+        self.validators = nn.ModuleDict(self.build_validators())
         self.eval_domains: list[str] = ["target"]
         self.last_confusion: dict[str, torch.Tensor] = {}
         self.last_eval_step: int | None = None  # global step of the latest (non-sanity) evaluation
         # every evaluation during fit: metrics + label-free validators (model-selection studies, metrics.json)
         self.eval_history: list[dict[str, float]] = []
+
+    # -- what the task is (segmentation methods override these three) ----------------------------
+    def build_network(self) -> nn.Module:
+        """The task network of ``self.network_cfg`` (an image classifier here)."""
+        return build_classifier(self.network_cfg)
+
+    def build_domain_metrics(self, domain: str) -> nn.Module:
+        """Evaluation metrics of one domain, with ``update``, ``compute``, ``confusion``, ``has_updates``, ``reset``,
+        ``class_names`` and ``main_keys`` (the values shown in the progress bar, the first one in the summary line)."""
+        return ClassificationMetrics(self.network_cfg.num_classes, prefix=domain)
+
+    def build_validators(self) -> dict[str, nn.Module]:
+        """Label-free validators updated with the target's (N, C) probabilities."""
+        n = self.network_cfg.num_classes
+        return {"entropy": EntropyValidator(), "infomax": InfoMaxValidator(n), "snd": SNDValidator()}
 
     # -- wiring with the data -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -266,10 +276,10 @@ class DAMethod(L.LightningModule):
             if not metrics.has_updates():
                 continue
             values = metrics.compute()
-            summary.append(f"{domain}/acc {100 * float(values[f'{domain}/acc']):.2f} %")
-            record.update({k: float(v) for k, v in values.items() if "/acc_class/" not in k})
+            main = [f"{domain}/{k}" for k in metrics.main_keys]
+            summary.append(f"{main[0]} {100 * float(values[main[0]]):.2f} %")
+            record.update({k: float(v) for k, v in values.items() if not k.startswith(f"{domain}/{metrics.per_class}/")})
             self.last_confusion[domain] = metrics.confusion().cpu()
-            main = {f"{domain}/acc", f"{domain}/acc_class_mean"}
             self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True, sync_dist=True)
             self.log_dict({k: v for k, v in values.items() if k not in main}, sync_dist=True)
             metrics.reset()

@@ -23,6 +23,9 @@ class ClassificationMetrics(nn.Module):
     not a scalar.
     """
 
+    main_keys = ("acc", "acc_class_mean")  # shown in the progress bar; the first one in the summary line
+    per_class = "acc_class"  # per-class values are logged as <prefix>/acc_class/<name>
+
     def __init__(self, num_classes: int, prefix: str, class_names: Sequence[str] | None = None, n_bins: int = 15):
         super().__init__()
         self.prefix = prefix
