@@ -134,6 +134,11 @@ def test_gta5_mapping_mismatch_resume_and_script(tmp_path: Path) -> None:
     again = prepare_gta5(root)
     assert again["counts"]["written"] == 0 and again["counts"]["done"] == 4
     assert {p: p.stat().st_mtime_ns for p in (out / "labels").iterdir()} == mtimes
+    newer = root / "labels" / "00003.png"  # a source changed after conversion is converted again
+    os.utime(newer, ns=(newer.stat().st_atime_ns, mtimes[out / "labels" / "00003.png"] + 10**9))
+    assert prepare_gta5(root)["counts"] == {**again["counts"], "written": 1, "done": 3}
+    with pytest.raises(DatasetLayoutError, match="already holds gta5 labels with 19 classes"):
+        prepare_gta5(root, out=out, num_classes=16)
 
     # skip rule via the script: the mismatched pair is left out of the list
     skip_out = tmp_path / "skip13"
