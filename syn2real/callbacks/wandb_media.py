@@ -1,5 +1,7 @@
-"""Pictures a user wants to see: source/target sample grids, confusion matrix, per-class accuracy table, and the
-method's own pictures (e.g. CyCADA's source | translated | reconstructed rows).
+"""Pictures a user wants to see: source/target sample grids, confusion matrix, per-class accuracy (classification) or
+IoU (segmentation) table, and the method's own pictures (e.g. CyCADA's source | translated | reconstructed rows, a
+segmentation method's image | ground truth | prediction and image | prediction | pseudo-label rows in the class
+palette).
 
 Logged through any logger with ``log_image`` / ``log_table`` (W&B); the confusion matrix and the latest method
 pictures are also saved as PNGs in the run directory so they exist without W&B.
@@ -29,8 +31,9 @@ def image_grid(x: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     return make_grid((x - lo) / (hi - lo).clamp_min(1e-6), nrow=nrow, padding=1)
 
 
-def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str) -> Any:
-    """Matplotlib figure of a confusion matrix (rows: true class), counts and row-normalised colours."""
+def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str, normalised: bool = False) -> Any:
+    """Matplotlib figure of a confusion matrix (rows: true class), row-normalised colours; the cells show counts, or
+    row fractions with ``normalised`` (segmentation, where counts are pixels)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -40,8 +43,8 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str
     fig, ax = plot_confusion_matrix(
         conf_mat=confusion.numpy(),
         class_names=class_names,
-        show_absolute=True,
-        show_normed=False,
+        show_absolute=not normalised,
+        show_normed=normalised,
         colorbar=False,
         figsize=(size, size),
     )
@@ -104,10 +107,10 @@ class WandbMedia(L.Callback):
                 pl_module.train(was_training)
         self._last_batch = None
 
-    def _log_method_media(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict) -> None:
+    def _log_method_media(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict | None) -> None:
         from torchvision.utils import save_image
 
-        media: dict[str, torch.Tensor] = pl_module.training_media(batch)
+        media: dict[str, torch.Tensor] = pl_module.training_media(batch) if batch is not None else pl_module.eval_media()
         for name, rows in media.items():
             if rows.ndim != 5:
                 raise ValueError(f"training_media()[{name!r}] must have shape (rows, N, C, H, W), got {tuple(rows.shape)}")
@@ -119,21 +122,33 @@ class WandbMedia(L.Callback):
                 logger.log_image(name, [grid], step=trainer.global_step, caption=[name])
 
     def _log_eval(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if callable(getattr(pl_module, "eval_media", None)):  # e.g. segmentation: image | ground truth | prediction
+            self._log_method_media(trainer, pl_module, None)
         confusion: dict[str, torch.Tensor] = getattr(pl_module, "last_confusion", {})
         metrics = getattr(pl_module, "eval_metrics", {})
         for domain, matrix in confusion.items():
             names = list(metrics[domain].class_names) if domain in metrics else [str(i) for i in range(len(matrix))]
             totals = matrix.sum(dim=1).clamp_min(1)
             acc = (matrix.diag() / totals).tolist()
-            rows = [[n, int(t), round(100 * a, 2)] for n, t, a in zip(names, matrix.sum(dim=1).tolist(), acc)]
-            fig = confusion_figure(matrix, names, f"{domain} ({stage}, epoch {trainer.current_epoch})")
+            segmentation = getattr(metrics[domain], "per_class", None) == "iou" if domain in metrics else False
+            if segmentation:  # per-class IoU table: pixels of the class, IoU, pixel accuracy
+                from syn2real.metrics.segmentation import iou_from_confusion
+
+                iou = iou_from_confusion(matrix).tolist()
+                columns = ["class", "pixels", "IoU %", "acc %"]
+                rows = [[n, int(t), None if v != v else round(100 * v, 2), round(100 * a, 2)]
+                        for n, t, v, a in zip(names, matrix.sum(dim=1).tolist(), iou, acc)]
+            else:
+                columns = ["class", "n", "acc %"]
+                rows = [[n, int(t), round(100 * a, 2)] for n, t, a in zip(names, matrix.sum(dim=1).tolist(), acc)]
+            fig = confusion_figure(matrix, names, f"{domain} ({stage}, epoch {trainer.current_epoch})", segmentation)
             try:
                 if self.save_confusion_png:
                     path = Path(trainer.default_root_dir) / f"confusion_{domain}.png"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     fig.savefig(path, dpi=100)
                 for logger in self._loggers(trainer, "log_table"):
-                    logger.log_table(f"{domain}/per_class", ["class", "n", "acc %"], rows, step=trainer.global_step)
+                    logger.log_table(f"{domain}/per_class", columns, rows, step=trainer.global_step)
                 for logger in self._loggers(trainer, "log_image"):
                     logger.log_image(f"{domain}/confusion", [fig], step=trainer.global_step)
             finally:

@@ -133,9 +133,22 @@ class SegmentationMixin:
         x, y = batch[0], batch[1]
         domain = self.eval_domains[dataloader_idx]
         probs = self.segment(x, y.shape[-2:])
-        self.eval_metrics[domain].update(probs.argmax(dim=1), y)
+        pred = probs.argmax(dim=1)
+        self.eval_metrics[domain].update(pred, y)
         if domain == "target":
             self.validators["entropy"].update(probs.permute(0, 2, 3, 1).reshape(-1, probs.shape[1]))
+            if getattr(self, "_eval_sample", None) is None:  # the first target images of this evaluation, for W&B
+                self._eval_sample = (x[:4].detach().cpu(), y[:4].cpu(), pred[:4].cpu())
+
+    def eval_media(self) -> dict[str, torch.Tensor]:
+        """Rows image | ground truth | prediction of the first evaluated target images (then forgotten)."""
+        sample, self._eval_sample = getattr(self, "_eval_sample", None), None
+        if sample is None:
+            return {}
+        x, y, pred = sample
+        n = self.network_cfg.num_classes
+        image = F.interpolate(_display(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return {"segmentation/eval_target": torch.stack([image, colorize(y, n), colorize(pred, n)])}
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         conf, pred = self.segment(batch[0]).max(dim=1)
