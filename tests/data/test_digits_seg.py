@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -280,3 +281,16 @@ def test_preview(built: dict[str, Path], tmp_path: Path) -> None:
     assert image.mode == "RGB" and image.width == 4 * 48 * 2 and image.height > 4 * 48 * 2
     pixels = np.asarray(image)
     assert (pixels == 255).all(axis=2).any()  # ignore pixels are white
+
+
+def test_data_prep_script(built: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = Path(__file__).resolve().parents[2] / "data_prep" / "digits_seg.py"
+    spec = importlib.util.spec_from_file_location("data_prep_digits_seg", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = built["synthetic"].parents[1]
+    out_png = tmp_path / "preview.png"
+    assert module.main(["--root", str(root), "--n-synthetic", str(N_SYNTHETIC), "--preview", str(out_png)]) == 0
+    out = capsys.readouterr().out
+    assert f"mnist_val: {built['mnist_val']} (500 canvases)" in out and "ignore=" in out
+    assert out_png.is_file()
