@@ -210,7 +210,10 @@ def _pixel_counts(masks: np.ndarray) -> dict[str, int]:
 
 
 def _write_domain(folder: Path, images: np.ndarray, masks: np.ndarray, sources: np.ndarray) -> list[str]:
-    """``images/NNNNN.png``, ``labels/NNNNN.png`` and ``sources.txt`` (canvas id, digit indices); the lines."""
+    """``images/NNNNN.png``, ``labels/NNNNN.png``, ``classes.txt`` and ``sources.txt`` (canvas id, digit indices).
+
+    Returns the list lines of all canvases.
+    """
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     width = max(5, len(str(max(len(images) - 1, 0))))
@@ -220,6 +223,8 @@ def _write_domain(folder: Path, images: np.ndarray, masks: np.ndarray, sources: 
         Image.fromarray(img, mode="L").save(folder / "images" / name)
         Image.fromarray(mask, mode="L").save(folder / "labels" / name)
         lines.append(f"images/{name} labels/{name}")
+    # The segmentation data module reads the class names from classes.txt beside the list file.
+    (folder / "classes.txt").write_text("".join(c + "\n" for c in DIGIT_SEG_CLASSES))
     (folder / "sources.txt").write_text(
         "".join(f"{i:0{width}d} " + " ".join(str(int(s)) for s in row) + "\n" for i, row in enumerate(sources))
     )
@@ -249,7 +254,6 @@ def _build(tmp: Path, params: dict[str, Any], workers: int | None) -> dict[str, 
     real = make_canvases(real_digits, real_labels, n_real, np.random.default_rng([seed, 2]), **rule)
 
     tmp.mkdir(parents=True)
-    (tmp / "classes.txt").write_text("".join(c + "\n" for c in DIGIT_SEG_CLASSES))
     syn_lines = _write_domain(tmp / "synthetic", *syn)
     _write_list(tmp / "synthetic" / "train.txt", syn_lines)
     real_lines = _write_domain(tmp / "mnist", *real)

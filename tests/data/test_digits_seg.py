@@ -170,7 +170,8 @@ def test_layout_and_counts(built: dict[str, Path]) -> None:
     assert built["synthetic"] == root / "synthetic" / "train.txt"
     assert built["mnist_train"] == root / "mnist" / "train.txt"
     assert built["mnist_val"] == root / "mnist" / "val.txt"
-    assert (root / "classes.txt").read_text().splitlines() == list(DIGIT_SEG_CLASSES)
+    for domain in ("synthetic", "mnist"):  # beside the list files, where the segmentation data module looks
+        assert (root / domain / "classes.txt").read_text().splitlines() == list(DIGIT_SEG_CLASSES)
     assert len(DIGIT_SEG_CLASSES) == 11 and DIGIT_SEG_CLASSES[0] == "background" and DIGIT_SEG_CLASSES[10] == "9"
     manifest = _manifest(built)
     assert manifest["counts"] == {"synthetic": N_SYNTHETIC, "mnist_train": 2000, "mnist_val": 500}
@@ -234,15 +235,20 @@ def test_cache_is_reused(built: dict[str, Path]) -> None:
     assert [f.stat().st_mtime_ns for f in files] == before
 
 
-def test_cache_rebuilt_when_parameters_change(tmp_path: Path) -> None:
+def test_cache_rebuilt_when_parameters_change(built: dict[str, Path], tmp_path: Path) -> None:
+    # A cache of ours built with other parameters (only its manifest and a stale file matter) is replaced.
     root = tmp_path / "seg"
-    first = prepare_digits_segmentation(root, n_synthetic=20, val_size=500)
-    second = prepare_digits_segmentation(root, n_synthetic=30, val_size=300)
-    assert second == first  # same paths, new content
-    manifest = _manifest(second)
+    root.mkdir()
+    old = _manifest(built)
+    (root / "manifest.json").write_text(json.dumps({**old, "params": {**old["params"], "val_size": 500}}))
+    (root / "stale.txt").write_text("from the old build")
+    paths = prepare_digits_segmentation(root, n_synthetic=30, val_size=300)
+    assert paths == {key: root / rel for key, rel in old["lists"].items()}
+    manifest = _manifest(paths)
     assert manifest["params"]["n_synthetic"] == 30 and manifest["params"]["val_size"] == 300
     assert manifest["counts"] == {"synthetic": 30, "mnist_train": 2200, "mnist_val": 300}
-    assert len(_read_list(second["synthetic"])) == 30
+    assert len(_read_list(paths["synthetic"])) == 30 and len(_read_list(paths["mnist_val"])) == 300
+    assert not (root / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]
 
 
