@@ -38,7 +38,10 @@ from syn2real.io import cache_root, write_json_atomic
 __all__ = [
     "DIGIT_SEG_CLASSES",
     "IGNORE_INDEX",
+    "MANIFEST",
+    "PALETTE",
     "SEG_FORMAT_VERSION",
+    "colorize",
     "default_seg_cache_dir",
     "make_canvases",
     "prepare_digits_segmentation",
@@ -407,7 +410,7 @@ def _read_list(list_file: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def preview(paths: Mapping[str, Path], out_png: Path | str, n: int = 6, scale: int = 2) -> Path:
+def preview(paths: Mapping[str, Path], out_png: Path | str, n: int = 8, scale: int = 3) -> Path:
     """Save a grid: synthetic canvases over their colourised labels, then real (``mnist_val``) ones, and a legend."""
     rows = []
     for key in ("synthetic", "mnist_val"):
