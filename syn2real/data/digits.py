@@ -445,9 +445,9 @@ def _per_class(labels: np.ndarray) -> dict[str, int]:
     return {c: int(counts[i]) for i, c in enumerate(DIGIT_CLASSES)}
 
 
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
+def _read_manifest(folder: Path, name: str = MANIFEST_NAME) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / MANIFEST_NAME).read_text())
+        return json.loads((folder / name).read_text())
     except (OSError, ValueError):
         return None
 
@@ -505,8 +505,13 @@ def _materialize(
     return final
 
 
-def _commit(tmp: Path, final: Path, manifest: dict[str, Any], stale: tuple[int, int] | None) -> None:
-    """Rename ``tmp`` to ``final``; if another process got there first with the same content, keep theirs."""
+def _commit(
+    tmp: Path, final: Path, manifest: dict[str, Any], stale: tuple[int, int] | None, name: str = MANIFEST_NAME
+) -> None:
+    """Rename ``tmp`` to ``final``; if another process got there first with the same content, keep theirs.
+
+    ``stale`` is the identity of a folder at ``final`` that is to be replaced; ``name`` the manifest's file name.
+    """
     if stale is not None and _dir_identity(final) == stale:
         # Directories cannot be atomically swapped portably: move the stale one aside (atomic), then rename.
         aside = final.with_name(f"{final.name}.old-{os.getpid()}")
@@ -515,21 +520,21 @@ def _commit(tmp: Path, final: Path, manifest: dict[str, Any], stale: tuple[int, 
         except FileNotFoundError:
             aside = None  # another process moved it already
         try:
-            _rename_or_reuse(tmp, final, manifest)
+            _rename_or_reuse(tmp, final, manifest, name)
         finally:
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
         return
-    _rename_or_reuse(tmp, final, manifest)
+    _rename_or_reuse(tmp, final, manifest, name)
 
 
-def _rename_or_reuse(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
+def _rename_or_reuse(tmp: Path, final: Path, manifest: dict[str, Any], name: str = MANIFEST_NAME) -> None:
     try:
         os.rename(tmp, final)
     except OSError:
         # POSIX refuses to rename onto a non-empty directory: a concurrent writer (e.g. another DDP rank)
         # finished first. Its result is as good as ours if the manifest matches.
-        if _read_manifest(final) != manifest:
+        if _read_manifest(final, name) != manifest:
             raise
         logger.info("reusing %s (written concurrently by another process)", final)
         shutil.rmtree(tmp, ignore_errors=True)
