@@ -39,6 +39,7 @@ __all__ = [
     "DIGIT_SEG_CLASSES",
     "IGNORE_INDEX",
     "MANIFEST",
+    "background_removed",
     "PALETTE",
     "SEG_FORMAT_VERSION",
     "colorize",
@@ -53,7 +54,7 @@ logger = logging.getLogger("syn2real.data.digits_seg")
 DIGIT_SEG_CLASSES: tuple[str, ...] = ("background", *DIGIT_CLASSES)
 IGNORE_INDEX = 255
 # Bump whenever the canvas layout, the label rule or the files written change, so cached folders are rebuilt.
-SEG_FORMAT_VERSION = "digits-seg-v1"
+SEG_FORMAT_VERSION = "digits-seg-v2"  # v2: labels from background-removed tiles
 MANIFEST = "manifest.json"
 DOMAINS = ("synthetic", "mnist")
 MAX_BOX_OVERLAP = 0.25  # a digit's 28x28 box may cover at most this fraction of any other digit's box
@@ -128,6 +129,16 @@ def _layout(rng: np.random.Generator, size: int, k: int, max_overlap: float) -> 
     )
 
 
+def background_removed(digits: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 tiles -> float32 in [0, 1] with each tile's background level b (the median of its border
+    pixels) mapped to 0: t = clip((x/255 − b) / (1 − b), 0, 1). Real MNIST tiles (b = 0) are unchanged; font-rendered
+    tiles on a randomised grey background are labelled by their strokes, not as a box of ignored pixels."""
+    tiles = digits.astype(np.float32) / 255.0
+    border = np.concatenate([tiles[:, 0, :], tiles[:, -1, :], tiles[:, 1:-1, 0], tiles[:, 1:-1, -1]], axis=1)
+    level = np.median(border, axis=1)[:, None, None]
+    return np.clip((tiles - level) / np.maximum(1.0 - level, 1e-6), 0.0, 1.0)
+
+
 def make_canvases(
     digits: np.ndarray,
     labels: np.ndarray,
@@ -140,13 +151,16 @@ def make_canvases(
     reuse: bool = False,
     max_overlap: float = MAX_BOX_OVERLAP,
     return_indices: bool = False,
+    remove_background: bool = True,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste 28x28 digits onto black canvases: (M, size, size) uint8 images and label maps (+ (M, k) digit indices).
 
-    Label rule on each digit's own tile ``t`` (in [0, 1] = intensity / 255): ``t >= ink_threshold`` -> class
+    Label rule on each digit's own tile ``t`` (in [0, 1], its background level removed, see
+    :func:`background_removed`): ``t >= ink_threshold`` -> class
     ``digit + 1``; ``ignore_low < t < ink_threshold`` (anti-aliased edge) -> 255; else background 0. Images take
     the pixel-wise max of the tiles; pixels that are ink of two digits, or a fuzzy edge and ink of none, are 255.
     Without ``reuse`` every digit is used at most once (a seeded permutation), else as evenly as possible.
+    ``remove_background=False`` applies the rule to the raw intensities.
     """
     digits = np.asarray(digits)
     labels = np.asarray(labels)
@@ -171,7 +185,7 @@ def make_canvases(
         raise ValueError("no digits to paste")
 
     order = _digit_order(len(digits), n_canvases * k, rng, reuse).reshape(n_canvases, k)
-    tiles = digits.astype(np.float32) / 255.0
+    tiles = background_removed(digits) if remove_background else digits.astype(np.float32) / 255.0
     images = np.zeros((n_canvases, size, size), np.uint8)
     masks = np.zeros((n_canvases, size, size), np.uint8)
     ink_count = np.empty((size, size), np.int8)

@@ -14,6 +14,7 @@ from syn2real.data.digits import load_mnist_real
 from syn2real.data.digits_seg import (
     DIGIT_SEG_CLASSES,
     IGNORE_INDEX,
+    background_removed,
     default_seg_cache_dir,
     make_canvases,
     prepare_digits_segmentation,
@@ -77,7 +78,8 @@ def test_overlapping_ink_is_ignored_and_boxes_overlap_boundedly() -> None:
     # Tiles inked over their whole 28x28 box: the label map shows the boxes and their intersection exactly.
     tiles = np.stack([np.full((28, 28), 200, np.uint8), np.full((28, 28), 255, np.uint8)])
     images, masks, order = make_canvases(
-        tiles, np.array([2, 7]), 50, np.random.default_rng(1), reuse=True, return_indices=True
+        tiles, np.array([2, 7]), 50, np.random.default_rng(1), reuse=True, return_indices=True,
+        remove_background=False,  # uniform tiles: their border is their ink
     )
     assert order.shape == (50, 2)
     for image, mask, pair in zip(images, masks, order):
@@ -95,7 +97,8 @@ def test_overlapping_ink_is_ignored_and_boxes_overlap_boundedly() -> None:
 def test_fuzzy_edge_under_ink_keeps_the_ink_class() -> None:
     tiles = np.stack([np.full((28, 28), 255, np.uint8), np.full((28, 28), 60, np.uint8)])  # ink, fuzzy
     images, masks, order = make_canvases(
-        tiles, np.array([0, 5]), 20, np.random.default_rng(2), reuse=True, return_indices=True
+        tiles, np.array([0, 5]), 20, np.random.default_rng(2), reuse=True, return_indices=True,
+        remove_background=False,
     )
     for image, mask in zip(images, masks):
         assert (mask[image == 255] == 1).all() and (image == 255).sum() == 28 * 28
@@ -300,3 +303,16 @@ def test_data_prep_script(built: dict[str, Path], tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert f"mnist_val: {built['mnist_val']} (500 canvases)" in out and "ignore=" in out
     assert out_png.is_file()
+
+
+def test_background_level_is_removed_before_the_label_rule() -> None:
+    # a rendered digit on a grey (60) background: strokes labelled, the grey box is background, not 255
+    grey = np.full((28, 28), 60, np.uint8)
+    grey[10:18, 12:15] = 255
+    mnist_like = np.zeros((28, 28), np.uint8)
+    mnist_like[5:20, 5:8] = 128  # t = 0.502: ink on a black border, unchanged by the removal
+    tiles = background_removed(np.stack([grey, mnist_like]))
+    assert np.allclose(tiles[0][grey == 60], 0.0) and np.allclose(tiles[0][grey == 255], 1.0)
+    assert np.allclose(tiles[1], mnist_like / 255.0)
+    _, masks = make_canvases(grey[None], np.array([4]), 1, np.random.default_rng(0), size=28, digits_per_canvas=1)
+    assert set(np.unique(masks[0]).tolist()) == {0, 5} and (masks[0] == 5).sum() == 8 * 3
