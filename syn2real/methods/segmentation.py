@@ -54,13 +54,10 @@ def deeplab_optim() -> OptimConfig:
 
 def palette(num_classes: int) -> torch.Tensor:
     """(num_classes, 3) uint8 colours: the Cityscapes palette for its 19/16/13-class sets, distinct colours otherwise."""
-    try:
-        from syn2real.data.seg_labels import palette_for
+    from syn2real.data.seg_labels import palette_for
 
-        if num_classes in (19, 16, 13):
-            return torch.as_tensor(palette_for(num_classes), dtype=torch.uint8).reshape(num_classes, 3)
-    except ImportError:
-        pass
+    if num_classes in (19, 16, 13):
+        return torch.as_tensor(palette_for(num_classes), dtype=torch.uint8).reshape(num_classes, 3)
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
@@ -68,9 +65,11 @@ def palette(num_classes: int) -> torch.Tensor:
     return torch.tensor(colours, dtype=torch.uint8)
 
 
-def colorize(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, H, W) class indices (255 = ignore, shown black) -> (B, 3, H, W) colours in [0, 1]."""
-    colours = torch.cat([palette(num_classes), torch.zeros(1, 3, dtype=torch.uint8)]).to(labels.device)
+def colorize(labels: torch.Tensor, num_classes: int, colours: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W) class indices (255 = ignore, shown white) -> (B, 3, H, W) colours in [0, 1]; ``colours`` (C, 3)
+    uint8 defaults to :func:`palette`."""
+    colours = palette(num_classes) if colours is None else torch.as_tensor(colours, dtype=torch.uint8).reshape(-1, 3)
+    colours = torch.cat([colours, torch.full((1, 3), 255, dtype=torch.uint8)]).to(labels.device)
     idx = torch.where((labels >= 0) & (labels < num_classes), labels, torch.full_like(labels, num_classes))
     return colours[idx.long()].permute(0, 3, 1, 2).float() / 255.0
 
@@ -124,7 +123,18 @@ class SegmentationMixin:
         valid = labels != IGNORE_INDEX
         return ((logits.argmax(1) == labels) & valid).sum() / valid.sum().clamp_min(1)
 
+    def colorize(self, labels: torch.Tensor) -> torch.Tensor:
+        """Label maps in the data's palette (``datamodule.palette`` when it has one)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return colorize(labels, self.network_cfg.num_classes, getattr(dm, "palette", None))
+
     # -- evaluation ---------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sample = None  # the W&B sample is taken from this evaluation, not the sanity check
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_sample = None
+
     def segment(self, x: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
         """Class probabilities of a batch under the method's ``inference`` settings, at ``out_size``."""
         return segment(self.model, x, self.network_cfg.num_classes, self.inference, out_size)
@@ -146,9 +156,8 @@ class SegmentationMixin:
         if sample is None:
             return {}
         x, y, pred = sample
-        n = self.network_cfg.num_classes
         image = F.interpolate(_display(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        return {"segmentation/eval_target": torch.stack([image, colorize(y, n), colorize(pred, n)])}
+        return {"segmentation/eval_target": torch.stack([image, self.colorize(y), self.colorize(pred)])}
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         conf, pred = self.segment(batch[0]).max(dim=1)
@@ -156,7 +165,6 @@ class SegmentationMixin:
 
     def training_media(self, batch: Batch, max_images: int = 4) -> dict[str, torch.Tensor]:
         """W&B rows (image, ground truth, prediction[, pseudo-label]) of the source and target batches, in [0, 1]."""
-        n = self.network_cfg.num_classes
         media: dict[str, torch.Tensor] = {}
         was_training = self.training
         self.eval()
@@ -170,9 +178,9 @@ class SegmentationMixin:
                     pred = self.segment(x).argmax(dim=1)
                     rows = [_display(x)]
                     if domain == "source":
-                        rows += [colorize(y, n), colorize(pred, n)]
+                        rows += [self.colorize(y), self.colorize(pred)]
                     else:
-                        rows += [colorize(pred, n), colorize(y, n)]  # target labels in training are pseudo-labels
+                        rows += [self.colorize(pred), self.colorize(y)]  # target labels in training are pseudo-labels
                     media[f"segmentation/{domain}"] = torch.stack(rows)
         finally:
             self.train(was_training)
