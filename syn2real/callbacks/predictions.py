@@ -1,4 +1,6 @@
-"""``syn2real predict`` output: one CSV row per target image (path, predicted class, confidence)."""
+"""``syn2real predict`` output: one CSV row per target image (path, predicted class, confidence); for segmentation
+each image's predicted label map is written as ``predictions/<image stem>.png`` and its row names that PNG, the class
+covering most pixels and the mean confidence."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 __all__ = ["PredictionsCSV"]
@@ -51,6 +54,9 @@ class PredictionsCSV(BasePredictionWriter):
         if self._writer is None or not isinstance(prediction, dict):
             return
         dataset = self._dataset(trainer)
+        if prediction["pred"].ndim == 3:  # segmentation: one label-map PNG per image
+            self._write_maps(trainer, dataset, prediction, batch_indices)
+            return
         classes = list(getattr(dataset, "classes", []) or [])
         preds = prediction["pred"].tolist()
         confs = prediction["confidence"].tolist()
@@ -61,6 +67,24 @@ class PredictionsCSV(BasePredictionWriter):
                 path = str(dataset.base.samples[dataset.indices[idx]][0])
             name = classes[pred] if pred < len(classes) else str(pred)
             self._writer.writerow([path, pred, name, f"{conf:.6f}"])
+
+    def _write_maps(self, trainer: L.Trainer, dataset: Any, prediction: dict, batch_indices: Any) -> None:
+        """Segmentation: ``<root>/predictions/<image stem>.png`` (train ids, 8-bit) and a row per image with the PNG,
+        the mean confidence and the class covering most pixels."""
+        from syn2real.callbacks.pixel_pseudo_labels import write_label_png
+
+        out_dir = Path(trainer.default_root_dir) / "predictions"
+        maps, confs = prediction["pred"].cpu(), prediction["confidence"].float().cpu()
+        indices = list(batch_indices) if batch_indices is not None else [None] * len(maps)
+        images = getattr(dataset, "images", None)
+        classes = list(getattr(trainer.datamodule, "classes", None) or [])
+        for k, (idx, label, conf) in enumerate(zip(indices, maps, confs)):
+            source = Path(images[idx]) if images is not None and idx is not None else None
+            path = out_dir / (f"{source.stem}.png" if source is not None else f"{idx if idx is not None else k:06d}.png")
+            write_label_png(label.numpy().astype("uint8"), path)
+            top = int(torch.bincount(label.flatten()).argmax())
+            name = classes[top] if top < len(classes) else str(top)
+            self._writer.writerow([str(source or ""), str(path), name, f"{float(conf.mean()):.6f}"])
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._file is not None:
