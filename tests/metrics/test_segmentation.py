@@ -86,6 +86,13 @@ def test_sliding_windows_by_hand() -> None:
     assert sliding_windows(50, 70, (32, 32), (24, 24)) == [(0, 0), (0, 24), (0, 38), (18, 0), (18, 24), (18, 38)]
     with pytest.raises(ValueError, match="stride must be positive"):
         sliding_windows(50, 70, (32, 32), (0, 24))
+    # a stride beyond the window would leave pixels without a prediction (NaN after dividing by a zero count)
+    with pytest.raises(ValueError, match="must not exceed the window"):
+        sliding_windows(50, 50, (16, 16), (20, 20))
+    with pytest.raises(ValueError, match="must not exceed the window"):
+        segment(_conv(1), torch.randn(1, 3, 50, 50), 4, InferenceConfig(mode="slide", window=[16, 16], stride=[20, 8]))
+    # ... unless the window covers the image: the default 512 x 512 window, stride 341, on a small image
+    assert sliding_windows(32, 48, (512, 512), (341, 341)) == [(0, 0)]
 
 
 def _conv(kernel: int, seed: int = 0) -> nn.Module:
