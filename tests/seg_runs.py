@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,11 @@ def fit(config: dict[str, Any], run: Path, *extra: str) -> dict[str, Any]:
 
     file = write_config(config, run.parent / f"{run.name}.yaml")
     argv, sys.argv = sys.argv, ["syn2real"]  # LightningCLI warns when pytest's own arguments are on sys.argv
+    environ = dict(os.environ)  # seed_everything exports PL_GLOBAL_SEED / PL_SEED_WORKERS: keep other tests clean
     try:
         main(["fit", "--config", str(file), "--trainer.default_root_dir", str(run), *extra])
     finally:
         sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
     return json.loads((run / "metrics.json").read_text())

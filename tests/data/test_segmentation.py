@@ -163,6 +163,12 @@ def test_datamodule_datasets_and_batches(tmp_path: Path) -> None:
     x_e, y_e = next(iter(dm.val_dataloader()[0]))
     assert x_e.shape[-2:] == (4, 6) and y_e.shape[-2:] == (16, 24)
 
+    held = _datamodule(src, tgt, val, source_val_fraction=0.25)
+    held.setup("fit")
+    assert held.eval_domains == ["target", "source"]
+    assert len(held.datasets["source_val"]) == 1 and len(held.datasets["source_train"]) == 3
+    assert not set(held.datasets["source_val"].images) & set(held.datasets["source_train"].images)
+
 
 def test_classes_mismatch_between_source_and_target_is_clear(tmp_path: Path) -> None:
     src = make_list(tmp_path / "src")
