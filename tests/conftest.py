@@ -87,11 +87,15 @@ def seg_source_run(gta2cs_lists: dict[str, Path], tmp_path_factory: pytest.TempP
     return run
 
 
-def seg_self_training_config(lists: dict[str, Path], source_run: Path) -> dict:
+def seg_self_training_config(lists: dict[str, Path], source_run: Path, log_dir: Path) -> dict:
+    """One epoch of CRST-MRKLD from the source-only checkpoint; per-step losses in ``<log_dir>/csv``."""
     from seg_runs import seg_config
 
-    return seg_config("SegSelfTraining", lists, init_checkpoint=str(source_run / "checkpoints" / "last.ckpt"),
-                      variant="mrkld", rounds={"epochs_per_round": 1, "bins": 1000})
+    config = seg_config("SegSelfTraining", lists, init_checkpoint=str(source_run / "checkpoints" / "last.ckpt"),
+                        variant="mrkld", rounds={"epochs_per_round": 1, "bins": 1000})
+    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                   "init_args": {"save_dir": str(log_dir), "name": "csv"}}
+    return config
 
 
 @pytest.fixture(scope="session")
@@ -101,5 +105,5 @@ def seg_self_training_run(gta2cs_lists: dict[str, Path], seg_source_run: Path,
     from seg_runs import fit
 
     run = tmp_path_factory.mktemp("seg_st") / "self_training"
-    fit(seg_self_training_config(gta2cs_lists, seg_source_run), run)
+    fit(seg_self_training_config(gta2cs_lists, seg_source_run, run), run)
     return run

@@ -4,6 +4,7 @@ adaptation, pixel self-training (from its checkpoint) and CyCADA (with it as the
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -75,6 +76,11 @@ def test_self_training_writes_pseudo_label_pngs_and_its_round(seg_self_training_
     assert m["self_training_rounds"] == rounds
     state = _load(run)["callbacks"]["PixelPseudoLabelRounds"]
     assert state["round_idx"] == 0 and state["thresholds"].shape == (19,)
+    # the training batches carried the written pseudo-labels (cropped with their images), not all-255 maps
+    rows = list(csv.DictReader(next((run / "csv").rglob("metrics.csv")).open()))
+    kept = [float(r["train/pseudo_kept"]) for r in rows if r.get("train/pseudo_kept")]
+    assert len(kept) == 2 and all(0.0 < k < 1.0 for k in kept)
+    assert all(float(r["train/mrkld"]) > 0 for r in rows if r.get("train/mrkld"))
 
 
 def test_cycada_with_the_source_model_as_teacher(gta2cs_lists: dict, seg_source_run: Path, tmp_path: Path) -> None:

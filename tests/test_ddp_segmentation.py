@@ -20,8 +20,8 @@ from test_cli import run_cli
 def test_self_training_ddp_two_processes_write_the_single_process_pseudo_labels(
     gta2cs_lists: dict, seg_source_run: Path, seg_self_training_run: Path, tmp_path: Path
 ) -> None:
-    config = write_config(seg_self_training_config(gta2cs_lists, seg_source_run), tmp_path / "ddp.yaml")
     ddp = tmp_path / "ddp"
+    config = write_config(seg_self_training_config(gta2cs_lists, seg_source_run, ddp), tmp_path / "ddp.yaml")
     run_cli("fit", "--config", str(config), "--trainer.devices", "2", "--trainer.strategy", "ddp",
             "--data.init_args.batch_size", "1", "--trainer.default_root_dir", str(ddp), cwd=tmp_path)
     single = seg_self_training_run
