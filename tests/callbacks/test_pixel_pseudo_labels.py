@@ -161,6 +161,11 @@ def test_one_round_writes_the_directly_computed_pseudo_labels(tmp_path: Path) ->
     assert restored.round_idx == 0 and torch.equal(restored.thresholds, thresholds)
 
 
-def test_bad_round_config_is_a_clear_error() -> None:
+def test_bad_round_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="epochs_per_round and bins must be >= 1"):
         PixelPseudoLabelRounds(PixelRoundConfig(bins=0))
+    # fewer bins than classes: a confidence of ~1/C lands in bin 0 and would give the threshold 0
+    dataset = _Images(2, 4)
+    with pytest.raises(ValueError, match=r"rounds.bins \(3\) must be at least the number of classes \(4\)"):
+        PixelPseudoLabelRounds(PixelRoundConfig(bins=3)).compute_round(_trainer(tmp_path, dataset, list("abcd")),
+                                                                      _Module(4), 0)
