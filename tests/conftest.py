@@ -64,3 +64,46 @@ def make_visda17_tree(root: Path, per_class: int = 2, size: int = 40, seed: int 
                 lines.append(f"{rel} {label}")
         (root / split / "image_list.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+# -- segmentation runs shared by the CLI and DDP tests (tests/seg_runs.py) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gta2cs_lists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny GTA5 + Cityscapes trees in the official layouts, prepared (19 classes)."""
+    from seg_runs import prepare_trees
+
+    return prepare_trees(tmp_path_factory.mktemp("gta2cs"))
+
+
+@pytest.fixture(scope="session")
+def seg_source_run(gta2cs_lists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch SegSourceOnly run (sliding-window evaluation): the starting point of the adaptation stages."""
+    from seg_runs import SLIDE, fit, seg_config
+
+    run = tmp_path_factory.mktemp("seg_source") / "source_only"
+    fit(seg_config("SegSourceOnly", gta2cs_lists, inference=SLIDE), run)
+    return run
+
+
+def seg_self_training_config(lists: dict[str, Path], source_run: Path, log_dir: Path) -> dict:
+    """One epoch of CRST-MRKLD from the source-only checkpoint; per-step losses in ``<log_dir>/csv``."""
+    from seg_runs import seg_config
+
+    config = seg_config("SegSelfTraining", lists, init_checkpoint=str(source_run / "checkpoints" / "last.ckpt"),
+                        variant="mrkld", rounds={"epochs_per_round": 1, "bins": 1000})
+    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                   "init_args": {"save_dir": str(log_dir), "name": "csv"}}
+    return config
+
+
+@pytest.fixture(scope="session")
+def seg_self_training_run(gta2cs_lists: dict[str, Path], seg_source_run: Path,
+                          tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of pixel self-training (CRST-MRKLD) from the source-only checkpoint, single process."""
+    from seg_runs import fit
+
+    run = tmp_path_factory.mktemp("seg_st") / "self_training"
+    fit(seg_self_training_config(gta2cs_lists, seg_source_run, run), run)
+    return run

@@ -147,6 +147,8 @@ class PixelPseudoLabelRounds(L.Callback):
         cfg = self.cfg
         dataset = self._dataset(trainer, "target_predict")
         num_classes = int(pl_module.network_cfg.num_classes)
+        if cfg.bins < num_classes:  # a max-probability >= 1/C would fall in bin 0, whose lower edge 0 is no threshold
+            raise ValueError(f"rounds.bins ({cfg.bins}) must be at least the number of classes ({num_classes})")
         was_training = pl_module.training
         pl_module.eval()
         try:

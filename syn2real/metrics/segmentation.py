@@ -118,6 +118,11 @@ def sliding_windows(height: int, width: int, window: Sequence[int], stride: Sequ
         raise ValueError(f"sliding-window stride must be positive, got {tuple(stride)}")
 
     def starts(size: int, win: int, step: int) -> list[int]:
+        if size > win and step > win:  # windows would leave gaps: pixels without any prediction
+            raise ValueError(
+                f"sliding-window stride {tuple(stride)} must not exceed the window {tuple(window)} (pixels between "
+                "windows would get no prediction)"
+            )
         out = list(range(0, max(size - win, 0) + 1, step))
         if out[-1] + win < size:
             out.append(size - win)

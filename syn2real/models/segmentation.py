@@ -165,6 +165,11 @@ def build_segmenter(cfg: SegNetworkConfig) -> SegmentationNet:
             f"backbone {cfg.backbone!r} cannot be built with features_only=True, output_stride={cfg.output_stride}: "
             f"{err}; use a timm ResNet (resnet101, resnet50, resnet18) or another dilatable model"
         ) from err
+    if not hasattr(backbone, "feature_info"):  # timm models without feature extraction ignore features_only
+        raise ValueError(
+            f"backbone {cfg.backbone!r} cannot be built with features_only=True (it has no feature_info); use a timm "
+            "ResNet (resnet101, resnet50, resnet18) or another model with feature extraction"
+        )
     if cfg.freeze_bn:
         backbone = freeze_batch_norm_2d(backbone)
     return SegmentationNet(backbone, cfg)
