@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -46,13 +47,15 @@ class MetricsJSON(L.Callback):
         if self.next_stage is None:
             self._start = time.time()
 
-    def collect(self, trainer: L.Trainer) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def collect(self, trainer: L.Trainer) -> dict[str, float | None]:
+        """Logged evaluation scalars; NaN (e.g. the IoU of a class absent from labels and predictions) becomes None,
+        written as JSON ``null``."""
+        out: dict[str, float | None] = {}
         for key, value in trainer.callback_metrics.items():
             if key.startswith(_PREFIXES):
                 scalar = _scalar(value)
                 if scalar is not None:
-                    out[key] = scalar
+                    out[key] = None if math.isnan(scalar) else scalar
         return out
 
     @rank_zero_only
@@ -77,7 +80,7 @@ class MetricsJSON(L.Callback):
             self._print(metrics, stage, path)
 
     @staticmethod
-    def _print(metrics: dict[str, float], stage: str, path: Path) -> None:
+    def _print(metrics: dict[str, float | None], stage: str, path: Path) -> None:
         from rich.console import Console
         from rich.table import Table
 
@@ -85,10 +88,10 @@ class MetricsJSON(L.Callback):
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key in sorted(metrics):
-            if "/acc_class/" in key:
-                continue
             value = metrics[key]
-            rate = "/acc" in key or "/flip" in key or "/teacher_acc" in key
+            if "/acc_class/" in key or "/iou/" in key or value is None:
+                continue
+            rate = any(t in key for t in ("/acc", "/flip", "/teacher_acc", "/miou", "/pixel_acc"))
             table.add_row(key, f"{100 * value:.2f} %" if rate else f"{value:.4f}")
         console = Console()
         console.print(table)

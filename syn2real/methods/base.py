@@ -115,11 +115,13 @@ def _plain(value: Any) -> Any:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> None:
+def load_model_weights(model: nn.Module, path: str, prefix: str = "model.", optional: tuple[str, ...] = ()) -> None:
     """Load the task network of a syn2real checkpoint (the ``model.*`` entries of any method's state dict:
     source-only, DANN, ADDA's target network, ...) into ``model``, with ``weights_only=True``.
 
-    Raises a clear error for a missing file, a file without a ``state_dict`` and a network mismatch."""
+    Raises a clear error for a missing file, a file without a ``state_dict`` and a network mismatch. Parameters whose
+    names start with one of ``optional`` may be absent from the checkpoint (they keep their initialisation: e.g. the
+    auxiliary classifier of a multi-level segmenter started from a single-level run)."""
     file = Path(path)
     ckpt = read_checkpoint(file, "the .ckpt of a finished stage")
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
@@ -139,7 +141,13 @@ def load_model_weights(model: nn.Module, path: str, prefix: str = "model.") -> N
     elif any(".main." in k for k in weights):
         weights = collapse_dual_bn(weights)  # an AdvProp checkpoint into a plain network: its main BatchNorms
     try:
-        model.load_state_dict(weights, strict=True)
+        if optional:
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            missing = [k for k in missing if not k.startswith(optional)]
+            if missing or unexpected:
+                raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        else:
+            model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ValueError(
             f"checkpoint {file} does not fit model.network (same backbone, num_classes, bottleneck?): {err}"

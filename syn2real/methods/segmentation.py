@@ -276,8 +276,8 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         n = self.network_cfg.num_classes
         self.discriminators = nn.ModuleList(ConvDiscriminator(n, channels) for _ in range(levels))
         self.disc_optim_cfg = discriminator_optim or advent_discriminator_optim()
-        if init_checkpoint is not None:
-            load_model_weights(self.model, init_checkpoint)
+        if init_checkpoint is not None:  # a single-level run may start a multi-level one (fresh auxiliary classifier)
+            load_model_weights(self.model, init_checkpoint, optional=("aux_classifier.",))
         self.translator: nn.Module | None = None
         if source_translator is not None:
             from syn2real.methods.cycada import load_generator
@@ -403,7 +403,7 @@ class SegSelfTraining(SegmentationMixin, DAMethod):
             target_weight)
         self.init_checkpoint = init_checkpoint
         if init_checkpoint is not None:
-            load_model_weights(self.model, init_checkpoint)
+            load_model_weights(self.model, init_checkpoint, optional=("aux_classifier.",))
         else:
             log.warning("SegSelfTraining without init_checkpoint: the first pseudo-labels come from an untrained model")
         self.rounds = PixelPseudoLabelRounds(rounds or PixelRoundConfig())

@@ -215,4 +215,19 @@ def test_inference_settings_and_colorize() -> None:
     probs = method.segment(torch.randn(1, 3, 32, 40), out_size=(64, 80))
     assert probs.shape == (1, C, 64, 80)
     rgb = colorize(torch.tensor([[[0, 3, 255]]]), C)
-    assert rgb.shape == (1, 3, 1, 3) and torch.all(rgb[0, :, 0, 2] == 0) and rgb.max() <= 1.0
+    assert rgb.shape == (1, 3, 1, 3) and torch.all(rgb[0, :, 0, 2] == 1) and rgb.max() <= 1.0  # 255 shown white
+
+
+def test_multi_level_run_starts_from_a_single_level_checkpoint(tmp_path) -> None:
+    """AdaptSegNet multi-level from a single-level source-only checkpoint: the main weights load, the auxiliary
+    classifier keeps its initialisation; any other missing weight is still an error."""
+    single = SegSourceOnly(network=SegNetworkConfig(backbone="resnet18", num_classes=3, aspp_rates=[1, 2]))
+    path = tmp_path / "single.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in single.model.state_dict().items()}}, path)
+    multi_cfg = SegNetworkConfig(backbone="resnet18", num_classes=3, aspp_rates=[1, 2], multi_level=True)
+    method = OutputSpaceAdaptation(network=multi_cfg, init_checkpoint=str(path))
+    assert torch.equal(method.model.classifier.branches[0].weight, single.model.classifier.branches[0].weight)
+    broken = {k: v for k, v in torch.load(path, weights_only=True)["state_dict"].items() if "classifier" not in k}
+    torch.save({"state_dict": broken}, path)
+    with pytest.raises(ValueError, match="does not fit"):
+        OutputSpaceAdaptation(network=multi_cfg, init_checkpoint=str(path))
