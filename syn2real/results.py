@@ -134,7 +134,8 @@ def _print_selection(files: Sequence[str]) -> None:
     Console().print(table)
 
 
-COMPARE_KEYS = ["target/acc", "target/acc_class_mean", "target/ece", "source/acc", "wall_time_s"]
+COMPARE_KEYS = ["target/acc", "target/acc_class_mean", "target/ece", "source/acc", "target/miou", "target/pixel_acc",
+                "wall_time_s"]
 
 
 def compare(argv: Sequence[str] | None = None) -> None:
@@ -173,10 +174,11 @@ def compare(argv: Sequence[str] | None = None) -> None:
 
 
 def _is_rate(key: str) -> bool:
-    """Fractions shown in %: accuracies and CyCADA's label-flip rates."""
+    """Fractions shown in %: accuracies, CyCADA's label-flip rates, (m)IoU."""
     last = key.rsplit("/", 1)[-1]
     return (
         "/acc" in key or "/flip" in key or "/teacher_acc" in key or last.endswith("_acc")
+        or "/miou" in key or "/iou/" in key
         or key.startswith(("fgsm/", "noise/"))  # robustness.json: accuracy per budget
     )
 
