@@ -196,6 +196,8 @@ class SegSourceOnly(SegmentationMixin, DAMethod):
         augment: applied to the labelled source batch.
         inference: evaluation (whole image or sliding window, flip, scales).
         aux_weight: weight of the auxiliary level's CE with ``network.multi_level`` (0.1).
+        init_checkpoint: continue from a syn2real checkpoint's ``model.*`` (the control for adaptation runs that
+            start from a source model: the same extra steps on the source alone).
     """
 
     def __init__(
@@ -205,10 +207,13 @@ class SegSourceOnly(SegmentationMixin, DAMethod):
         augment: Augmentation | None = None,
         inference: InferenceConfig | None = None,
         aux_weight: float = 0.1,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__(network=network or SegNetworkConfig(), optim=optim or deeplab_optim(), augment=augment)
         self.inference = inference or InferenceConfig()
         self.aux_weight = float(aux_weight)
+        if init_checkpoint is not None:
+            load_model_weights(self.model, init_checkpoint, optional=("aux_classifier.",))
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         x, y = self.source_batch(batch)
