@@ -146,6 +146,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/cycada_step.py --size 28 --batch 64 --ngf 16 --ndf 32 --blocks 6 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/adversarial_step.py --backbone digits_cnn --size 28 --batch 64 --pgd_steps 7 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/enhance_tiled.py --height 1024 --width 2048 --tile 512 --overlap 32 --rounds 3
+	$(BIN)/python benchmarks/deeplab_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache
