@@ -37,17 +37,19 @@ def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    import numpy as np
     from mlxtend.plotting import plot_confusion_matrix
 
     size = max(4.0, 0.5 * len(class_names))
-    fig, ax = plot_confusion_matrix(
-        conf_mat=confusion.numpy(),
-        class_names=class_names,
-        show_absolute=not normalised,
-        show_normed=normalised,
-        colorbar=False,
-        figsize=(size, size),
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows of classes absent from the labels: 0/0, shown empty
+        fig, ax = plot_confusion_matrix(
+            conf_mat=confusion.numpy(),
+            class_names=class_names,
+            show_absolute=not normalised,
+            show_normed=normalised,
+            colorbar=False,
+            figsize=(size, size),
+        )
     ax.set_title(title)
     fig.tight_layout()
     return fig
