@@ -24,6 +24,7 @@ from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
+from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
 
 __all__ = ["Syn2RealCLI", "main"]
@@ -48,6 +49,7 @@ class Syn2RealCLI(LightningCLI):
         parser.add_lightning_class_args(WandbMedia, "media")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
+        parser.add_lightning_class_args(SpeedOptions, "speed")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
