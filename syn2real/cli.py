@@ -3,7 +3,8 @@
 A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
 (``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
 sample grids / confusion matrices / per-class tables for W&B (``--media.*``), ``predictions.csv`` from
-``predict`` (``--predictions.*``),
+``predict`` (``--predictions.*``), the NaN/inf guard (``--nan_guard.*``), channels-last and ``torch.compile``
+(``--speed.*``),
 atomic checkpoint writes with ``weights_only=True`` loads, and a W&B offline run inside the run directory
 when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
 """
@@ -21,7 +22,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
+from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
+from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
 
 __all__ = ["Syn2RealCLI", "main"]
@@ -45,6 +48,8 @@ class Syn2RealCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(WandbMedia, "media")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
+        parser.add_lightning_class_args(NaNGuard, "nan_guard")
+        parser.add_lightning_class_args(SpeedOptions, "speed")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

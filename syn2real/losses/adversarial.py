@@ -6,7 +6,8 @@ logits, shape (B, 2) (cross-entropy, class 1 = source, class 0 = target; the CyC
 10→500→500→2 is of this kind). Trailing spatial dimensions, (B, 1, H, W) or (B, 2, H, W), are accepted for
 output-space discriminators; a sample's loss is then the mean over its positions.
 
-All functions are pure: they return new tensors and never modify their inputs.
+All functions are pure: they return new tensors and never modify their inputs. Losses and entropies are computed in
+float32 whatever the input dtype (bf16/fp16 logits under mixed precision).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def _logit_kind(logits: torch.Tensor, name: str) -> str:
 
 def _per_sample_domain_loss(logits: torch.Tensor, label: int, kind: str) -> torch.Tensor:
     """Loss of labelling every sample of ``logits`` with domain ``label``; shape (B,), spatial dims averaged."""
+    logits = logits.float()
     if kind == "single":
         flat = logits.reshape(logits.shape[0], -1)
         target = torch.full_like(flat, float(label))
@@ -197,6 +199,7 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     if probs.ndim < 2:
         raise ValueError(f"entropy: probs must have shape (N, C) or (N, C, ...), got {tuple(probs.shape)}")
     # Clamping inside the log keeps 0·log 0 = 0 and a finite gradient at p = 0.
+    probs = probs.float() if probs.is_floating_point() else probs
     tiny = torch.finfo(probs.dtype).tiny if probs.is_floating_point() else 1e-38
     return -(probs * probs.clamp_min(tiny).log()).sum(dim=1)
 

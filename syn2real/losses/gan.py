@@ -11,7 +11,9 @@
 
 Every cross-entropy here accepts classification logits (B, C) with labels (B,) and segmentation logits
 (B, C, H, W) with label maps (B, H, W), where ``ignore_index`` (255) marks unlabelled pixels. All functions are
-pure: they return new tensors and never modify their inputs.
+pure: they return new tensors and never modify their inputs. They compute in float32 whatever the input dtype
+(bf16/fp16 under ``--trainer.precision bf16-mixed|16-mixed``), so squares and logs neither overflow nor lose precision;
+gradients flow back to the half-precision inputs.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ IGNORE_INDEX = 255
 
 def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """½ [mean (D(real) − 1)² + mean D(fake)²] over every patch logit."""
+    d_real, d_fake = d_real.float(), d_fake.float()
     return 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
 
 
 def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
     """mean (D(G(x)) − 1)²: the generator wants its images scored as real."""
+    d_fake = d_fake.float()
     return F.mse_loss(d_fake, torch.ones_like(d_fake))
 
 
@@ -50,19 +54,20 @@ def cycle_loss(
     x_s: torch.Tensor, rec_s: torch.Tensor, x_t: torch.Tensor, rec_t: torch.Tensor, weight: float = 1.0
 ) -> torch.Tensor:
     """λ_cyc (mean |rec_s − x_s| + mean |rec_t − x_t|)."""
-    return weight * (F.l1_loss(rec_s, x_s) + F.l1_loss(rec_t, x_t))
+    return weight * (F.l1_loss(rec_s.float(), x_s.float()) + F.l1_loss(rec_t.float(), x_t.float()))
 
 
 def identity_loss(
     x_s: torch.Tensor, idt_s: torch.Tensor, x_t: torch.Tensor, idt_t: torch.Tensor, weight: float = 1.0
 ) -> torch.Tensor:
     """weight (mean |G_TS(x_s) − x_s| + mean |G_ST(x_t) − x_t|): ``idt_s = G_TS(x_s)``, ``idt_t = G_ST(x_t)``."""
-    return weight * (F.l1_loss(idt_s, x_s) + F.l1_loss(idt_t, x_t))
+    return weight * (F.l1_loss(idt_s.float(), x_s.float()) + F.l1_loss(idt_t.float(), x_t.float()))
 
 
 def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Cross-entropy for classification (B, C) or segmentation (B, C, H, W) logits. Pixels labelled
     ``ignore_index`` do not count; a batch whose every pixel is ignored gives 0 (not NaN)."""
+    logits = logits.float()
     if logits.ndim == 2:
         return F.cross_entropy(logits, labels)
     if logits.ndim != labels.ndim + 1 or logits.shape[-2:] != labels.shape[-2:]:
@@ -103,6 +108,7 @@ def label_flip_rate(logits_before: torch.Tensor, logits_after: torch.Tensor) -> 
 def relativistic_lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """½ [mean (D(real) − mean D(fake) − 1)² + mean (D(fake) − mean D(real))²]: real images must look more real than
     the average fake, fakes no more real than the average real image (EnlightenGAN eq. 1–2)."""
+    d_real, d_fake = d_real.float(), d_fake.float()
     return 0.5 * (
         F.mse_loss(d_real - d_fake.mean(), torch.ones_like(d_real))
         + F.mse_loss(d_fake - d_real.mean(), torch.zeros_like(d_fake))
@@ -112,6 +118,7 @@ def relativistic_lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Te
 def relativistic_lsgan_generator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """½ [mean (D(fake) − mean D(real) − 1)² + mean (D(real) − mean D(fake))²]: the discriminator's objective with
     the roles of real and fake swapped. ``d_real`` may be detached (only the fakes carry the generator's gradient)."""
+    d_real, d_fake = d_real.float(), d_fake.float()
     return 0.5 * (
         F.mse_loss(d_fake - d_real.mean(), torch.ones_like(d_fake))
         + F.mse_loss(d_real - d_fake.mean(), torch.zeros_like(d_real))

@@ -30,6 +30,7 @@ def self_information_map(probs: torch.Tensor) -> torch.Tensor:
     """AdvEnt weighted self-information I = −P ⊙ log₂(P) / log₂(C), per class: (B, C, H, W) -> (B, C, H, W), each
     pixel's channels sum to its normalised entropy in [0, 1]. This is what AdvEnt's discriminator sees."""
     c = _check(probs, "self_information_map")
+    probs = probs.float()  # 1e-30 underflows to 0 in fp16: log2(0) would make 0·(−inf) = NaN
     return -probs * torch.log2(probs + _EPS) / math.log2(c)
 
 

@@ -233,7 +233,7 @@ def mrkld_loss(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
     """
     fn = "mrkld_loss"
     _check_probs(logits, "logits", fn)
-    per_position = -F.log_softmax(logits, dim=1).mean(dim=1)
+    per_position = -F.log_softmax(logits.float(), dim=1).mean(dim=1)
     return _masked_mean(per_position, mask, fn)
 
 
@@ -268,7 +268,8 @@ def soft_cross_entropy(
         raise ValueError(
             f"{fn}: soft_targets must have the shape of logits {tuple(logits.shape)}, got {tuple(soft_targets.shape)}"
         )
-    log_q = F.log_softmax(logits, dim=1)
+    log_q = F.log_softmax(logits.float(), dim=1)
+    soft_targets = soft_targets.float()
     # xlogy-style guard: a zero target times log q = −inf must give 0, not NaN.
     per_position = -torch.where(soft_targets > 0, soft_targets * log_q, torch.zeros_like(log_q)).sum(dim=1)
     return _masked_mean(per_position, mask, fn)

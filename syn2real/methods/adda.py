@@ -22,6 +22,7 @@ from syn2real.losses.adversarial import (
     domain_accuracy,
 )
 from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
+from syn2real.methods.guard import guard_losses
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 
@@ -51,6 +52,9 @@ class ADDA(DAMethod):
         train_head: also adapt the classifier (off in ADDA: the source classifier is reused as is).
         source_translator: a ``CyCADA`` checkpoint: its frozen source→target generator translates every source
             batch before encoding, which makes this stage CyCADA's feature level on top of its pixel level.
+        grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
+            (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
+            manually optimised methods.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class ADDA(DAMethod):
         gate_accuracy: float | None = 0.6,
         train_head: bool = False,
         source_translator: str | None = None,
+        grad_clip: float | None = None,
     ) -> None:
         super().__init__(network=network, optim=optim or adda_optim(), augment=augment)
         if align not in ("features", "logits"):
@@ -72,6 +77,7 @@ class ADDA(DAMethod):
         if gate_accuracy is not None and not 0.0 <= gate_accuracy < 1.0:
             raise ValueError(f"gate_accuracy must be in [0, 1) or null, got {gate_accuracy}")
         self.automatic_optimization = False
+        self.grad_clip = grad_clip
         self.align = align
         self.gate_accuracy = gate_accuracy
         self.source_checkpoint = source_checkpoint
@@ -124,6 +130,7 @@ class ADDA(DAMethod):
         # 1) discriminator: source encodings -> 1, target encodings -> 0
         d_s, d_t = self.discriminator(z_s), self.discriminator(z_t.detach())
         loss_d = adda_discriminator_loss(d_s, d_t)
+        guard_losses(self, {"discriminator_loss": loss_d})
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
@@ -134,6 +141,7 @@ class ADDA(DAMethod):
         loss_g = adda_target_loss(self.discriminator(z_t))
         opt_enc.zero_grad()
         if update:
+            guard_losses(self, {"target_gan_loss": loss_g})
             self.manual_backward(loss_g)
             opt_enc.step()
         step_schedulers(self)

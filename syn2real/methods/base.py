@@ -21,11 +21,20 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.io import read_checkpoint
+from syn2real.methods.guard import guard_losses
 from syn2real.metrics.classification import ClassificationMetrics
 from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDValidator
 from syn2real.models.heads import NetworkConfig, build_classifier
 
-__all__ = ["DAMethod", "OptimConfig", "build_optimizer", "load_model_weights", "lr_lambda", "step_schedulers"]
+__all__ = [
+    "DAMethod",
+    "OptimConfig",
+    "build_optimizer",
+    "clip_manual_gradients",
+    "load_model_weights",
+    "lr_lambda",
+    "step_schedulers",
+]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -102,6 +111,17 @@ def step_schedulers(module: L.LightningModule) -> None:
         scheduler.step()
 
 
+def clip_manual_gradients(module: L.LightningModule, optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Clip the gradients of ``optimizer``'s parameters to total L2 norm ``max_norm`` in a manually optimised module.
+
+    Call it from ``on_before_optimizer_step``: Lightning runs that hook inside ``opt.step()`` after 16-mixed's
+    gradient scaler has unscaled the gradients, so the bound applies to the true gradients (clipping right before
+    ``opt.step()`` would clip the scaled ones). ``trainer.gradient_clip_val`` only serves automatic optimisation."""
+    if max_norm is None or module.automatic_optimization:
+        return
+    module.clip_gradients(optimizer, gradient_clip_val=float(max_norm), gradient_clip_algorithm="norm")
+
+
 def _plain(value: Any) -> Any:
     """Hyper-parameters as YAML-able primitives, so checkpoints load with ``weights_only=True``."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -161,7 +181,14 @@ class DAMethod(L.LightningModule):
         network: the task network (timm backbone, optional bottleneck, linear head).
         optim: optimizer and schedule.
         augment: applied to the labelled source batch during training (adversarial/spatial examples).
+
+    ``nan_guard`` (toggled by ``--nan_guard.enabled``) checks every loss term for NaN/inf before the optimizer step;
+    manually optimised methods set ``grad_clip`` (max gradient L2 norm per optimizer step, see
+    :func:`clip_manual_gradients`).
     """
+
+    nan_guard: bool = True
+    grad_clip: float | None = None
 
     def __init__(
         self,
@@ -257,6 +284,7 @@ class DAMethod(L.LightningModule):
         extra = self.pop_augment_losses()
         if extra:
             losses = {**losses, **extra, "loss": losses["loss"] + sum(extra.values())}
+        guard_losses(self, losses)
         bs = batch["source"][0].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
@@ -332,6 +360,9 @@ class DAMethod(L.LightningModule):
         return {"pred": pred, "confidence": conf}
 
     # -- optimisation ---------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        clip_manual_gradients(self, optimizer, self.grad_clip)
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups with their lr; methods with extra trained networks extend this."""
         cfg = self.optim_cfg

@@ -49,6 +49,7 @@ from syn2real.losses.gan import (
     task_cross_entropy,
 )
 from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
+from syn2real.methods.guard import guard_losses
 from syn2real.models.gan import (
     GeneratorConfig,
     ImagePool,
@@ -92,6 +93,9 @@ class CyCADA(DAMethod):
         pixel_mean / pixel_std: the data's normalisation (per channel), so generators work in [-1, 1]; default 0.5
             for every channel (the digits pipeline, where data space already is [-1, 1]).
         ignore_index: unlabelled pixels of segmentation labels (255).
+        grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
+            (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
+            manually optimised methods.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class CyCADA(DAMethod):
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
+        grad_clip: float | None = None,
     ) -> None:
         super().__init__(network=network, optim=optim or cycada_gan_optim(), augment=augment)
         for name, value in (("lambda_gan", lambda_gan), ("lambda_cycle", lambda_cycle),
@@ -128,6 +133,7 @@ class CyCADA(DAMethod):
                 "(syn2real fit --config configs/digits/source_only.yaml); or set lambda_semantic: 0"
             )
         self.automatic_optimization = False
+        self.grad_clip = grad_clip
         self.gen_cfg = generator or GeneratorConfig()
         self.disc_cfg = discriminator or PatchDiscriminatorConfig()
         self.gan_optim_cfg = gan_optim or cycada_gan_optim()
@@ -234,12 +240,14 @@ class CyCADA(DAMethod):
         images = self.cycle(x_s, x_t)
         _toggle(discriminators, False)
         gen = self.generator_losses(images, y_s, x_t)
+        guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
         opt_g.zero_grad()
         self.manual_backward(gen["loss"])
         opt_g.step()
         _toggle(discriminators, True)
 
         loss_d = self.discriminator_loss(images)
+        guard_losses(self, {"discriminator_loss": loss_d})
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
@@ -249,6 +257,7 @@ class CyCADA(DAMethod):
         logits = self.model(x_task)
         loss_task = task_cross_entropy(logits, y_task, self.ignore_index)
         extra = self.pop_augment_losses()  # AdvProp / Jacobian terms on the translated batch
+        guard_losses(self, {"task_loss": loss_task, **{f"task_{k}": v for k, v in extra.items()}})
         opt_task.zero_grad()
         self.manual_backward(self.lambda_task * loss_task + sum(extra.values()))
         opt_task.step()

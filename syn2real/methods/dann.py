@@ -186,7 +186,7 @@ class CDAN(DANN):
     def domain_inputs(
         self, features: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        probs = logits.softmax(dim=1).detach()
+        probs = logits.float().softmax(dim=1).detach()
         if self.multilinear is not None:
             h = self.multilinear(features, probs)
         else:

@@ -33,7 +33,15 @@ from syn2real.losses.gan import (
     relativistic_lsgan_generator_loss,
 )
 from syn2real.losses.perceptual import self_feature_preserving_loss
-from syn2real.methods.base import OptimConfig, _plain, build_optimizer, lr_lambda, step_schedulers
+from syn2real.methods.base import (
+    OptimConfig,
+    _plain,
+    build_optimizer,
+    clip_manual_gradients,
+    lr_lambda,
+    step_schedulers,
+)
+from syn2real.methods.guard import guard_losses
 from syn2real.models.enlighten import (
     EnlightenDiscriminatorConfig,
     EnlightenGeneratorConfig,
@@ -92,6 +100,9 @@ class EnlightenGAN(L.LightningModule):
         patch_size: patch side (32).
         pool_size: history of generated images for the global discriminator (50).
         eval_tile / eval_overlap: tiled enhancement of evaluation images larger than ``eval_tile``.
+        grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
+            (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
+            manually optimised methods.
     """
 
     def __init__(
@@ -109,6 +120,7 @@ class EnlightenGAN(L.LightningModule):
         pool_size: int = 50,
         eval_tile: int = 512,
         eval_overlap: int = 32,
+        grad_clip: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -120,6 +132,8 @@ class EnlightenGAN(L.LightningModule):
         if n_patches < 1 or patch_size < 8:
             raise ValueError(f"n_patches must be >= 1 and patch_size >= 8, got {n_patches}, {patch_size}")
         self.automatic_optimization = False
+        self.grad_clip = grad_clip
+        self.nan_guard = True  # --nan_guard.enabled
         self.strict_loading = False  # the frozen extractor is rebuilt from its weights, not stored in checkpoints
         self.gen_cfg = generator or EnlightenGeneratorConfig()
         self.disc_cfg = discriminator or EnlightenDiscriminatorConfig()
@@ -203,6 +217,7 @@ class EnlightenGAN(L.LightningModule):
         for d in discriminators:
             d.requires_grad_(False)
         gen = self.generator_losses(x_low, fake, x_normal)
+        guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
         opt_g.zero_grad()
         self.manual_backward(gen["loss"])
         opt_g.step()
@@ -211,12 +226,14 @@ class EnlightenGAN(L.LightningModule):
 
         pooled = self.pool.query(fake)
         loss_dg = relativistic_lsgan_discriminator_loss(self.discriminator_global(x_normal), self.discriminator_global(pooled))
+        guard_losses(self, {"discriminator_global": loss_dg})
         opt_dg.zero_grad()
         self.manual_backward(loss_dg)
         opt_dg.step()
 
         (real_patches,) = self.patches(x_normal)
         loss_dl = lsgan_discriminator_loss(self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
+        guard_losses(self, {"discriminator_local": loss_dl})
         opt_dl.zero_grad()
         self.manual_backward(loss_dl)
         opt_dl.step()
@@ -299,6 +316,9 @@ class EnlightenGAN(L.LightningModule):
         self._eval_epoch_end()
 
     # -- optimisation -----------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        clip_manual_gradients(self, optimizer, self.grad_clip)
+
     def _build(self, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
         cfg = self.optim_cfg
         opt = build_optimizer([{"params": params, "lr": cfg.lr}], cfg)

@@ -31,6 +31,7 @@ from syn2real.losses.output_space import entropy_loss, self_information_map
 from syn2real.losses.self_training import mrkld_loss
 from syn2real.methods.base import Batch, DAMethod, OptimConfig, build_optimizer, load_model_weights, step_schedulers
 from syn2real.methods.cycada import CyCADA
+from syn2real.methods.guard import guard_losses
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
 from syn2real.models.discriminators import ConvDiscriminator
@@ -244,6 +245,9 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         discriminator_optim: Adam 1e-4, β (0.9, 0.99), poly.
         source_translator: a CyCADA checkpoint; the source is translated by its G_ST before the segmenter sees it.
         init_checkpoint: start from a syn2real checkpoint's ``model.*`` (e.g. the source-only run).
+        grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
+            (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
+            manually optimised methods.
     """
 
     def __init__(
@@ -260,6 +264,7 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         discriminator_optim: OptimConfig | None = None,
         source_translator: str | None = None,
         init_checkpoint: str | None = None,
+        grad_clip: float | None = None,
     ) -> None:
         super().__init__(network=network or SegNetworkConfig(), optim=optim or deeplab_optim(), augment=augment)
         if discriminator_input not in ("entropy", "softmax"):
@@ -272,6 +277,7 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
                 f"{self.network_cfg.multi_level}), got {lambda_adv}; entropy_weight must be >= 0, got {entropy_weight}"
             )
         self.automatic_optimization = False
+        self.grad_clip = grad_clip
         self.inference = inference or InferenceConfig()
         self.aux_weight = float(aux_weight)
         self.discriminator_input = discriminator_input
@@ -318,11 +324,13 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         opt_seg.zero_grad()
         levels_s = self.segmentation_logits(x_s)
         loss_seg = self.segmentation_loss(levels_s, y_s) + sum(self.pop_augment_losses().values())
+        guard_losses(self, {"source_ce": loss_seg})
         self.manual_backward(loss_seg)
         levels_t = self.segmentation_logits(x_t)
         maps_t = [self.discriminator_maps(level) for level in levels_t]
         loss_adv = sum(w * adda_target_loss(d(m)) for w, d, m in zip(self.lambda_adv, self.discriminators, maps_t))
         loss_ent = entropy_loss(levels_t[0].float().softmax(dim=1))
+        guard_losses(self, {"adversarial": torch.as_tensor(loss_adv), "target_entropy": loss_ent})
         self.manual_backward(loss_adv + self.entropy_weight * loss_ent)
         opt_seg.step()
 
@@ -336,6 +344,7 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
             d_s, d_t = d(m_s), d(m_t.detach())
             loss_d = loss_d + domain_adversarial_loss(d_s, d_t)
             acc_d.append(domain_accuracy(d_s, d_t))
+        guard_losses(self, {"discriminator_loss": loss_d})
         self.manual_backward(loss_d)
         opt_d.step()
         step_schedulers(self)
@@ -465,13 +474,14 @@ class SegCyCADA(SegmentationMixin, CyCADA):
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         inference: InferenceConfig | None = None,
+        grad_clip: float | None = None,
     ) -> None:
         super().__init__(
             network=network or SegNetworkConfig(), teacher_checkpoint=teacher_checkpoint, optim=optim, augment=augment,
             generator=generator, discriminator=discriminator, gan_optim=gan_optim, lambda_gan=lambda_gan,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_semantic=lambda_semantic,
             lambda_task=lambda_task, pool_size=pool_size, task_init=task_init, pixel_mean=pixel_mean,
-            pixel_std=pixel_std, ignore_index=IGNORE_INDEX,
+            pixel_std=pixel_std, ignore_index=IGNORE_INDEX, grad_clip=grad_clip,
         )
         self.inference = inference or InferenceConfig()
         self.aux_weight = 0.1

@@ -1,0 +1,74 @@
+"""The NaN/inf guard: stop training with a clear error *before* a non-finite loss or gradient reaches the weights.
+
+:func:`check_finite` is called on every loss term of a step (``DAMethod.training_step`` and, in the manually
+optimised methods, before each ``manual_backward``). It raises :class:`NonFiniteLossError` naming the term, its value,
+the global step, the method and the last checkpoint on disk, which is never overwritten afterwards (the exception
+leaves the training loop before the checkpoint callback runs again). The ``--nan_guard.enabled false`` switch of the
+CLI (:class:`syn2real.callbacks.nan_guard.NaNGuard`) turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["NonFiniteGradientError", "NonFiniteLossError", "check_finite", "guard_losses", "last_good_checkpoint"]
+
+ADVICE = "lower the learning rate, enable gradient clipping or use bf16 instead of 16-mixed"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term of a training step is NaN or ±inf."""
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A parameter's gradient is NaN or ±inf after backward (``--nan_guard.check_grads true``)."""
+
+
+def last_good_checkpoint(trainer: Any) -> str | None:
+    """The newest checkpoint written by the trainer's checkpoint callbacks (``last.ckpt`` first), or None."""
+    for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
+        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        if path:
+            return str(path)
+    return None
+
+
+def _describe(checkpoint: str | None) -> str:
+    return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+
+
+def check_finite(
+    losses: dict[str, torch.Tensor], step: int, method: str, checkpoint: str | None = None
+) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first non-finite term of ``losses`` (name -> scalar tensor).
+
+    One device synchronisation for all terms; the per-term search only runs once something is wrong."""
+    tensors = {k: v for k, v in losses.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if not tensors:
+        return
+    flags = torch.stack([torch.isfinite(v.detach()).all() for v in tensors.values()])
+    if bool(flags.all()):
+        return
+    for (name, value), ok in zip(tensors.items(), flags.tolist()):
+        if not ok:
+            shown = float(value.detach().float().reshape(-1)[~torch.isfinite(value.detach().float().reshape(-1))][0])
+            raise NonFiniteLossError(
+                f"non-finite loss term '{name}' = {shown} at global step {step} (method {method}); "
+                f"{_describe(checkpoint)} — {ADVICE}"
+            )
+
+
+def guard_losses(module: Any, losses: dict[str, torch.Tensor], prefix: str = "train/") -> None:
+    """:func:`check_finite` on a LightningModule's terms (named ``prefix + key``) unless ``module.nan_guard`` is
+    False; the step, method name and last checkpoint come from the module and its trainer."""
+    if not getattr(module, "nan_guard", True):
+        return
+    trainer = getattr(module, "_trainer", None)
+    check_finite(
+        {f"{prefix}{k}": v for k, v in losses.items()},
+        int(getattr(trainer, "global_step", 0) or 0),
+        type(module).__name__,
+        last_good_checkpoint(trainer) if trainer is not None else None,
+    )

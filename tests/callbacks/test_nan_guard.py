@@ -1,0 +1,98 @@
+"""The NaN/inf guard: a clear error before a non-finite update, and the last good checkpoint kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+
+from syn2real.cli import main
+from syn2real.methods import SourceOnly
+from syn2real.methods.guard import NonFiniteLossError, check_finite
+
+NAN_STEP = 2  # global step at which NaNSourceOnly's loss turns NaN (the third training step)
+
+
+class NaNSourceOnly(SourceOnly):
+    """Test double: source-only whose loss is NaN from global step ``NAN_STEP`` on."""
+
+    def compute_losses(self, batch):
+        losses = super().compute_losses(batch)
+        if self.global_step >= NAN_STEP:
+            losses = {**losses, "loss": losses["loss"] * float("nan")}
+        return losses
+
+
+def test_check_finite_names_term_step_method_and_checkpoint() -> None:
+    check_finite({"train/loss": torch.tensor(1.0), "train/acc": torch.tensor(0.5)}, 3, "DANN")
+    with pytest.raises(NonFiniteLossError) as err:
+        check_finite(
+            {"train/loss": torch.tensor(1.0), "train/domain_loss": torch.tensor(float("nan"))}, 123, "DANN",
+            "runs/x/checkpoints/last.ckpt",
+        )
+    msg = str(err.value)
+    assert "'train/domain_loss' = nan at global step 123 (method DANN)" in msg
+    assert "runs/x/checkpoints/last.ckpt" in msg and "bf16" in msg
+    with pytest.raises(NonFiniteLossError, match="'g' = inf"):
+        check_finite({"g": torch.tensor([1.0, float("inf")], dtype=torch.bfloat16)}, 0, "CyCADA")
+
+
+SMALL = [
+    "--config", str(REPO / "configs" / "digits" / "source_only.yaml"),
+    "--data.init_args.n_synthetic", "200",
+    "--data.init_args.batch_size", "16",
+    "--data.init_args.target_split", "0.02",
+    "--data.init_args.source_val_fraction", "0.1",
+    "--trainer.max_steps", "6",
+    "--trainer.accelerator", "cpu",
+    "--trainer.logger", "false",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.num_sanity_val_steps", "0",
+    "--trainer.limit_val_batches", "1",
+    "--checkpoint.monitor", "null",
+    "--checkpoint.filename", "null",
+    "--checkpoint.every_n_train_steps", "1",
+]
+
+
+def test_nan_stops_fit_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["fit", *SMALL, "--model", f"{__name__}.NaNSourceOnly", "--trainer.default_root_dir", str(run)]
+    with pytest.raises(NonFiniteLossError) as err:
+        main(args)
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"'train/loss' = nan at global step {NAN_STEP} (method NaNSourceOnly)" in str(err.value)
+    assert str(last) in str(err.value)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == NAN_STEP  # written after the last good step, not overwritten after the failure
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+    # the switch: with the guard off the same run trains through the NaN
+    main(["fit", *SMALL, "--model", f"{__name__}.NaNSourceOnly", "--trainer.default_root_dir", str(tmp_path / "off"),
+          "--nan_guard.enabled", "false", "--trainer.max_steps", "3"])
+    assert torch.load(tmp_path / "off" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+
+
+def test_gradient_check_names_first_bad_parameter() -> None:
+    from types import SimpleNamespace
+
+    from syn2real.callbacks.nan_guard import NaNGuard
+    from syn2real.methods.guard import NonFiniteGradientError
+
+    net = _Net()
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    net.b.weight.grad[0, 0] = float("inf")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(), global_step=7, checkpoint_callbacks=[])
+    NaNGuard(check_grads=False).on_before_optimizer_step(trainer, net, opt)  # off: nothing checked
+    with pytest.raises(NonFiniteGradientError, match="'b.weight' at global step 7"):
+        NaNGuard(check_grads=True).on_before_optimizer_step(trainer, net, opt)
