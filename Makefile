@@ -136,7 +136,11 @@ seg-results: install
 	for m in $(SEG_METHODS); do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
 	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/$$m.yaml --seed_everything $$s --trainer.default_root_dir $$d \
 	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done; done
-	for m in source_only $(SEG_METHODS) oracle; do echo "== $$m"; \
+	for s in $(SEEDS); do d=$(R)/digits_seg/advent_lambda0.01/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/advent.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	    --model.init_args.lambda_adv [0.01] \
+	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done
+	for m in source_only $(SEG_METHODS) advent_lambda0.01 oracle; do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/digits_seg/$$m/seed*/metrics.json || exit 1; done
 
 benchmarks: install
