@@ -60,8 +60,12 @@ class Syn2RealCLI(LightningCLI):
         logger = config.trainer.logger
         for entry in logger if isinstance(logger, list) else [logger]:
             init_args = getattr(entry, "init_args", None)
-            if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger") and init_args.save_dir is None:
-                init_args.save_dir = str(root)
+            if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger"):
+                if init_args.save_dir is None:
+                    init_args.save_dir = str(root)
+                # a resumed fit logs into the W&B run it continues (id kept in <root>/wandb_run_id)
+                if self.subcommand == "fit" and config.get("ckpt_path") is not None:
+                    init_args.continue_run = True
 
     def after_fit(self) -> None:
         """Evaluate the final weights when training stopped after the last validation (e.g. ``max_steps``
