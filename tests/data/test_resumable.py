@@ -75,3 +75,19 @@ def test_augmentation_depends_on_the_item_seed_only() -> None:
     c, _ = items[(3, 12)]
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert items[2][1] == 2 and len(items) == 5 and items.n == 5
+
+
+def test_loader_workers_load_what_the_main_process_loads() -> None:
+    single = _loader()
+    sampler = ResumableSampler(Noise(40), num_replicas=1, rank=0, shuffle=True, seed=3, drop_last=True)
+    workers = ResumableLoader(SeededItems(sampler.dataset), batch_size=4, sampler=sampler, drop_last=True,
+                              num_workers=2, persistent_workers=True)
+    workers.load_state_dict({"epoch": 1, "pass": 0, "items": 8})
+    single.load_state_dict({"epoch": 1, "pass": 0, "items": 8})
+    for loader in (single, workers):
+        loader.sampler.set_epoch(1)
+    a, b = _batches(iter(single)), _batches(iter(workers))
+    assert len(a) == len(b) == 8
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    assert _batches(iter(workers), 2)[0][1].tolist() == _batches(iter(single), 1)[0][1].tolist()  # next pass
