@@ -5,8 +5,13 @@ A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trai
 sample grids / confusion matrices / per-class tables for W&B (``--media.*``), ``predictions.csv`` from
 ``predict`` (``--predictions.*``), the NaN/inf guard (``--nan_guard.*``), channels-last and ``torch.compile``
 (``--speed.*``),
-atomic checkpoint writes with ``weights_only=True`` loads, and a W&B offline run inside the run directory
-when the config uses :class:`~syn2real.loggers.SafeWandbLogger`.
+atomic checkpoint writes with ``weights_only=True`` loads, the global random states in every checkpoint
+(:class:`~syn2real.callbacks.checkpoint.ResumeRNG`), and a W&B offline run inside the run directory
+when the config uses :class:`~syn2real.loggers.SafeWandbLogger` (resumed, not restarted, by ``--ckpt_path``).
+
+Mid-epoch checkpoints: ``--checkpoint.every_n_train_steps N`` writes ``last.ckpt`` atomically every ``N`` steps; a run
+killed at any moment continues with ``--ckpt_path last`` to the same final weights and metrics as an uninterrupted
+run of the same seed (``--trainer.deterministic true``), training loaders included (:mod:`syn2real.data.resumable`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from syn2real.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
+from syn2real.callbacks.checkpoint import AtomicCheckpointIO, ResumeRNG, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
@@ -60,8 +65,12 @@ class Syn2RealCLI(LightningCLI):
         logger = config.trainer.logger
         for entry in logger if isinstance(logger, list) else [logger]:
             init_args = getattr(entry, "init_args", None)
-            if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger") and init_args.save_dir is None:
-                init_args.save_dir = str(root)
+            if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger"):
+                if init_args.save_dir is None:
+                    init_args.save_dir = str(root)
+                # a resumed fit logs into the W&B run it continues (id kept in <root>/wandb_run_id)
+                if self.subcommand == "fit" and config.get("ckpt_path") is not None:
+                    init_args.continue_run = True
 
     def after_fit(self) -> None:
         """Evaluate the final weights when training stopped after the last validation (e.g. ``max_steps``
@@ -79,6 +88,10 @@ class Syn2RealCLI(LightningCLI):
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
             plugins.append(AtomicCheckpointIO())
         config["plugins"] = plugins
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        if not any(isinstance(c, ResumeRNG) for c in [*callbacks, *configured]):
+            callbacks = [*callbacks, ResumeRNG()]
         return super()._instantiate_trainer(config, callbacks)
 
 

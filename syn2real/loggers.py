@@ -3,14 +3,20 @@
 :class:`SafeWandbLogger` wraps Lightning's ``WandbLogger``: offline unless the user asks for online
 (``offline: false`` or ``WANDB_MODE=online``); any failure (wandb missing, no disk, bad key, no network)
 is reported once as a warning and the logger becomes a no-op while training continues.
+
+The run id is kept in ``<save_dir>/wandb_run_id``; a run resumed from a checkpoint (``continue_run``, set by the CLI
+for ``fit --ckpt_path``) logs into the same W&B run instead of starting a new one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import string
 from argparse import Namespace
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers.logger import (
@@ -19,6 +25,8 @@ from lightning.pytorch.loggers.logger import (
     rank_zero_experiment,
 )
 from lightning.pytorch.utilities import rank_zero_only
+
+from syn2real.io import atomic_write
 
 __all__ = ["SafeWandbLogger"]
 
@@ -36,8 +44,12 @@ class SafeWandbLogger(Logger):
         group: W&B group (DDP ranks and seeds of one experiment).
         tags: W&B tags.
         log_model: upload checkpoints as artifacts (online only).
+        continue_run: reuse the run id saved in ``<save_dir>/wandb_run_id`` by an earlier start (``resume="allow"``);
+            the CLI sets it for ``fit --ckpt_path``. An ``id`` given in ``kwargs`` always wins.
         kwargs: passed to ``wandb.init``.
     """
+
+    RUN_ID_FILE = "wandb_run_id"
 
     def __init__(
         self,
@@ -48,6 +60,7 @@ class SafeWandbLogger(Logger):
         group: str | None = None,
         tags: list[str] | None = None,
         log_model: bool = False,
+        continue_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -57,6 +70,7 @@ class SafeWandbLogger(Logger):
             project=project, name=name, offline=offline, group=group, tags=tags, log_model=log_model, **kwargs
         )
         self._save_dir = save_dir
+        self.continue_run = continue_run
         self._inner: Any = None
         self._disabled = False
         self._warned = False
@@ -78,10 +92,26 @@ class SafeWandbLogger(Logger):
 
                 save_dir = self._save_dir or "."
                 os.makedirs(save_dir, exist_ok=True)
-                self._inner = WandbLogger(save_dir=save_dir, **self._args)
+                args = dict(self._args)
+                if args.get("id") is None:
+                    args["id"] = self._run_id(save_dir)
+                if self.continue_run:
+                    args.setdefault("resume", "allow")
+                self._inner = WandbLogger(save_dir=save_dir, **args)
             except Exception as err:  # wandb missing or misconfigured: warn, never stop training
                 self._disable(err)
         return self._inner
+
+    def _run_id(self, save_dir: str) -> str:
+        """The id saved in ``<save_dir>/wandb_run_id`` when continuing a run, else a new one (saved there)."""
+        path = Path(save_dir) / self.RUN_ID_FILE
+        if self.continue_run and path.is_file():
+            run_id = path.read_text().strip()
+            if run_id:
+                return run_id
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id shape
+        atomic_write(path, lambda f: f.write(f"{run_id}\n".encode()))
+        return run_id
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         inner = self._logger()

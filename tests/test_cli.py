@@ -64,6 +64,9 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir", str(run),
             "--ckpt_path", "last", cwd=tmp_path)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 18
+    # ... logging into the same W&B run
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
+    assert run_ids == {(run / "wandb_run_id").read_text().strip()}, run_ids
 
     # test from the checkpoint: same numbers twice, stable names, stage recorded
     test_dir = tmp_path / "test"

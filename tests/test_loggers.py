@@ -32,3 +32,24 @@ def test_offline_by_default_and_online_on_request(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("WANDB_MODE", "online")
     assert SafeWandbLogger()._args["offline"] is False
     assert SafeWandbLogger(offline=True)._args["offline"] is True
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = SafeWandbLogger(save_dir=str(tmp_path), offline=True)
+    first.log_metrics({"train/loss": 1.0}, step=1)
+    run_id = first.experiment.id
+    assert first.enabled and (tmp_path / "wandb_run_id").read_text().strip() == run_id
+    wandb.finish()
+
+    resumed = SafeWandbLogger(save_dir=str(tmp_path), offline=True, continue_run=True)
+    resumed.log_metrics({"train/loss": 0.5}, step=2)
+    assert resumed.enabled and resumed.experiment.id == run_id
+    wandb.finish()
+
+    fresh = SafeWandbLogger(save_dir=str(tmp_path), offline=True)  # a new run in the same folder: a new id
+    assert fresh.experiment.id != run_id
+    assert (tmp_path / "wandb_run_id").read_text().strip() == fresh.experiment.id
+    wandb.finish()

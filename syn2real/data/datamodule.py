@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from syn2real.data.datasets import (
     DatasetLayoutError,
@@ -28,6 +28,7 @@ from syn2real.data.datasets import (
     TransformedSubset,
     UnlabelledFolderDataset,
 )
+from syn2real.data.resumable import ResumableLoader, ResumableSampler, SeededItems
 from syn2real.data.transforms import build_transform, seed_worker_transforms
 
 __all__ = ["DomainSpec", "DomainPairDataModule", "run_loader", "run_sampler", "split_indices"]
@@ -65,12 +66,13 @@ def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = Tru
 
     Training always draws from one seeded permutation per epoch (``DistributedSampler`` semantics);
     rank ``r`` of ``W`` takes every ``W``-th index of it, so ``W`` ranks with batch ``B`` see exactly the
-    batches that one process with batch ``W * B`` sees. Evaluation under DDP never pads or repeats
+    batches that one process with batch ``W * B`` sees; it yields ``(index, item_seed)`` pairs for
+    :class:`~syn2real.data.resumable.SeededItems` and resumes mid-epoch. Evaluation under DDP never pads or repeats
     a sample, so metrics are exact for any dataset size.
     """
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     if train:
-        return DistributedSampler(
+        return ResumableSampler(
             dataset, num_replicas=world, rank=rank, shuffle=shuffle,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), drop_last=drop_last,
         )
@@ -81,10 +83,15 @@ def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = Tru
 
 def run_loader(dm: L.LightningDataModule, dataset: Dataset, train: bool) -> DataLoader:
     """The loader of a syn2real data module (its ``batch_size``, ``eval_batch_size``, ``num_workers``, ``pin_memory``,
-    ``shuffle``, ``drop_last``): :func:`run_sampler` order, and workers that reseed their augmentations."""
+    ``shuffle``, ``drop_last``): :func:`run_sampler` order, and workers that reseed their augmentations.
+
+    Training loaders are :class:`~syn2real.data.resumable.ResumableLoader` over :class:`SeededItems`: their position
+    is saved in every checkpoint and each item is augmented from its own seed, so ``--ckpt_path`` of a mid-epoch
+    checkpoint continues with exactly the batches (and augmentations) of the uninterrupted run."""
     workers = dm.num_workers
-    return DataLoader(
-        dataset,
+    loader_cls = ResumableLoader if train else DataLoader
+    return loader_cls(
+        SeededItems(dataset) if train else dataset,
         batch_size=dm.batch_size if train else dm.eval_batch_size,
         shuffle=False,  # order comes from the sampler
         sampler=run_sampler(dataset, train, dm.trainer, dm.shuffle, dm.drop_last),
@@ -93,6 +100,9 @@ def run_loader(dm: L.LightningDataModule, dataset: Dataset, train: bool) -> Data
         pin_memory=dm.pin_memory,
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker_transforms if workers > 0 else None,
+        # starting a pass draws the workers' base seed: from the loader's own generator, never from the global one
+        # (a resumed run starts passes at other moments than the uninterrupted run)
+        generator=torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))) if train else None,
     )
 
 

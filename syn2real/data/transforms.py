@@ -14,7 +14,9 @@ Unknown names and bad arguments fail with the entry that caused them.
 Random augmentations are reproducible: albumentations draws from its own generator (unseeded, it would take OS
 entropy), so every pipeline is seeded from the run's seed (``PL_GLOBAL_SEED``), and
 :func:`seed_worker_transforms`, the data loaders' ``worker_init_fn``, gives each loader worker its own seed derived
-from torch's per-worker seed (itself drawn from the seeded main process).
+from torch's per-worker seed (itself drawn from the seeded main process). Training loaders go further: each item is
+augmented from its own seed (:mod:`syn2real.data.resumable`), so a resumed run augments exactly as an uninterrupted
+one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 __all__ = [
-    "TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms", "run_seed", "seed_worker_transforms",
+    "TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms", "pipelines", "run_seed",
+    "seed_worker_transforms",
 ]
 
 TransformSpec = Sequence[dict[str, Any]]
@@ -97,7 +100,7 @@ def build_transform(spec: TransformSpec | None, where: str = "transforms", seed:
     return A.Compose(steps, seed=run_seed() if seed is None else seed)
 
 
-def _pipelines(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Iterator[A.BaseCompose]:
+def pipelines(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Iterator[A.BaseCompose]:
     """Every albumentations pipeline reachable from a dataset (its ``transform``, wrapped datasets' ones)."""
     seen = set() if seen is None else seen
     if id(obj) in seen or depth > 4:
@@ -108,10 +111,10 @@ def _pipelines(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Iterat
         return
     for value in getattr(obj, "__dict__", {}).values():
         if isinstance(value, (A.BaseCompose, torch.utils.data.Dataset)):
-            yield from _pipelines(value, depth + 1, seen)
+            yield from pipelines(value, depth + 1, seen)
         elif isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.utils.data.Dataset):
             for item in value:
-                yield from _pipelines(item, depth + 1, seen)
+                yield from pipelines(item, depth + 1, seen)
 
 
 def seed_worker_transforms(worker_id: int) -> None:
@@ -123,5 +126,5 @@ def seed_worker_transforms(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is None:
         return
-    for pipeline in _pipelines(info.dataset):
+    for pipeline in pipelines(info.dataset):
         pipeline.set_random_seed(info.seed % 2**32)
