@@ -29,7 +29,16 @@ from syn2real.losses.adversarial import adda_target_loss, domain_accuracy, domai
 from syn2real.losses.gan import IGNORE_INDEX, label_flip_rate, task_cross_entropy
 from syn2real.losses.output_space import entropy_loss, self_information_map
 from syn2real.losses.self_training import mrkld_loss
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, build_optimizer, load_model_weights, step_schedulers
+from syn2real.methods.base import (
+    Batch,
+    DAMethod,
+    OptimConfig,
+    average_gradients,
+    backward_local,
+    build_optimizer,
+    load_model_weights,
+    step_schedulers,
+)
 from syn2real.methods.cycada import CyCADA
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
@@ -318,12 +327,13 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         opt_seg.zero_grad()
         levels_s = self.segmentation_logits(x_s)
         loss_seg = self.segmentation_loss(levels_s, y_s) + sum(self.pop_augment_losses().values())
-        self.manual_backward(loss_seg)
+        backward_local(self, loss_seg)  # two backward passes, one all-reduce of the segmenter's gradients
         levels_t = self.segmentation_logits(x_t)
         maps_t = [self.discriminator_maps(level) for level in levels_t]
         loss_adv = sum(w * adda_target_loss(d(m)) for w, d, m in zip(self.lambda_adv, self.discriminators, maps_t))
         loss_ent = entropy_loss(levels_t[0].float().softmax(dim=1))
-        self.manual_backward(loss_adv + self.entropy_weight * loss_ent)
+        backward_local(self, loss_adv + self.entropy_weight * loss_ent)
+        average_gradients(self, opt_seg)
         opt_seg.step()
 
         for d in self.discriminators:
@@ -336,7 +346,8 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
             d_s, d_t = d(m_s), d(m_t.detach())
             loss_d = loss_d + domain_adversarial_loss(d_s, d_t)
             acc_d.append(domain_accuracy(d_s, d_t))
-        self.manual_backward(loss_d)
+        backward_local(self, loss_d)
+        average_gradients(self, opt_d)
         opt_d.step()
         step_schedulers(self)
 
