@@ -113,8 +113,8 @@ def backward_local(module: L.LightningModule, loss: torch.Tensor) -> None:
     parameter to receive a gradient in every backward pass (else "Expected to have finished reduction in the prior
     iteration"), so each backward runs outside it and :func:`average_gradients` then averages exactly the parameters
     of the optimiser about to step: one all-reduce per optimiser, no ``find_unused_parameters``."""
-    strategy = module.trainer.strategy
-    block = getattr(strategy, "block_backward_sync", None)  # DDP's no_sync(); absent on single-device strategies
+    # DDP's no_sync(); absent on single-device strategies (and without a trainer, in unit tests)
+    block = getattr(getattr(module._trainer, "strategy", None), "block_backward_sync", None)
     if block is None:
         module.manual_backward(loss)
         return
@@ -127,14 +127,15 @@ def average_gradients(module: L.LightningModule, optimizer: torch.optim.Optimize
 
     Parameters without a gradient are skipped; which ones have none is fixed by the step's graph, the same on every
     rank (a rank-dependent branch around a backward pass would make the ranks disagree and must be avoided)."""
-    if module.trainer.world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    world = getattr(module._trainer, "world_size", 1)
+    if world == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     torch.distributed.all_reduce(flat)
-    flat /= module.trainer.world_size
+    flat /= world
     offset = 0
     for g in grads:
         n = g.numel()
@@ -154,7 +155,7 @@ def backward_step(module: L.LightningModule, loss: torch.Tensor, optimizer: torc
 def rank_mean(module: L.LightningModule, value: torch.Tensor) -> torch.Tensor:
     """The mean of a per-rank scalar over all ranks (itself in one process): a decision taken from it, such as ADDA's
     gate, is then the same on every rank and, with equal per-rank batches, that of the single-process global batch."""
-    if module._trainer is None or module.trainer.world_size == 1:
+    if getattr(module._trainer, "world_size", 1) == 1:
         return value
     return module.trainer.strategy.reduce(value.detach().float().clone(), reduce_op="mean")
 
