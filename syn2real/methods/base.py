@@ -279,6 +279,12 @@ class DAMethod(L.LightningModule):
                 metrics.class_names = list(classes)
 
     # -- training -------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Lightning 2.6 never calls train() when fitting starts (modules keep the mode they were built in; evaluation
+        # restores each module's mode afterwards), so the methods' train() overrides -- frozen BatchNorm statistics
+        # (freeze_bn), frozen teachers and guides in eval mode -- are applied here, before the first step.
+        self.train()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
