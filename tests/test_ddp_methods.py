@@ -177,10 +177,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, gta2cs_lists: dict) -> Iterat
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["dann", "cbst", "adda"])
 def test_ddp_matches_single_process(family: str, runs: dict[str, Any]) -> None:
-    ddp_run, b = runs["jobs"].result(family)
-    single_run = ddp_run.parent / "single"
+    single_run = runs["jobs"].jobs[family][0].parent / "single"  # while the DDP fit runs in the background
     a = single(DIGITS / f"{family}.yaml", single_run, *digits_args(family, runs["checkpoint"]),
                "--data.init_args.batch_size", "32")
+    ddp_run, b = runs["jobs"].result(family)
     # Adam (ADDA) normalises each gradient: a summation-order difference in a near-zero one moves a weight by ~lr
     assert_same_run(single_run, ddp_run, a, b, ("target/acc", "target/acc_class_mean"), 500,
                     atol=1e-3 if family == "adda" else 1e-5)
@@ -196,11 +196,11 @@ def test_ddp_matches_single_process(family: str, runs: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_asg_ddp_matches_single_process(runs: dict[str, Any]) -> None:
     """Frozen ImageNet guide and frozen BatchNorm: the maths of 2 x 4 images is that of 1 x 8."""
-    ddp_run, b = runs["jobs"].result("asg")
-    single_run = ddp_run.parent / "single"
+    single_run = runs["jobs"].jobs["asg"][0].parent / "single"
     with pytest.warns(UserWarning, match="random classifier"):  # no ImageNet file offline
         a = single(REPO / "configs" / "visda17" / "asg.yaml", single_run, *visda_args(runs["visda"]),
                    "--data.init_args.batch_size", "8")
+    ddp_run, b = runs["jobs"].result("asg")
     assert_same_run(single_run, ddp_run, a, b, ("target/acc",), 24, atol=1e-5)
     state = torch.load(single_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     tracked = {k: int(v) for k, v in state.items() if k.startswith("model.") and k.endswith("num_batches_tracked")}
