@@ -21,7 +21,17 @@ from syn2real.losses.adversarial import (
     adda_target_loss,
     domain_accuracy,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
+from syn2real.methods.base import (
+    Batch,
+    DAMethod,
+    OptimConfig,
+    average_gradients,
+    backward_local,
+    backward_step,
+    load_model_weights,
+    rank_mean,
+    step_schedulers,
+)
 from syn2real.methods.guard import guard_losses
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
@@ -131,18 +141,18 @@ class ADDA(DAMethod):
         d_s, d_t = self.discriminator(z_s), self.discriminator(z_t.detach())
         loss_d = adda_discriminator_loss(d_s, d_t)
         guard_losses(self, {"discriminator_loss": loss_d})
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
+        backward_step(self, loss_d, opt_d)
         acc = domain_accuracy(d_s, d_t)
 
-        # 2) target encoder: inverted labels, gated on the discriminator being ahead
-        update = self.gate_accuracy is None or float(acc) > self.gate_accuracy
+        # 2) target encoder: inverted labels, gated on the discriminator being ahead on the global batch (the mean
+        # over ranks), so that every rank takes the same decision
+        update = self.gate_accuracy is None or float(rank_mean(self, acc)) > self.gate_accuracy
         loss_g = adda_target_loss(self.discriminator(z_t))
         opt_enc.zero_grad()
         if update:
             guard_losses(self, {"target_gan_loss": loss_g})
-            self.manual_backward(loss_g)
+            backward_local(self, loss_g)
+            average_gradients(self, opt_enc)
             opt_enc.step()
         step_schedulers(self)
 

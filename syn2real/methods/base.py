@@ -27,13 +27,8 @@ from syn2real.metrics.validators import EntropyValidator, InfoMaxValidator, SNDV
 from syn2real.models.heads import NetworkConfig, build_classifier
 
 __all__ = [
-    "DAMethod",
-    "OptimConfig",
-    "build_optimizer",
-    "clip_manual_gradients",
-    "load_model_weights",
-    "lr_lambda",
-    "step_schedulers",
+    "DAMethod", "OptimConfig", "average_gradients", "backward_local", "backward_step", "build_optimizer",
+    "clip_manual_gradients", "load_model_weights", "lr_lambda", "rank_mean", "step_schedulers",
 ]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -120,6 +115,61 @@ def clip_manual_gradients(module: L.LightningModule, optimizer: torch.optim.Opti
     if max_norm is None or module.automatic_optimization:
         return
     module.clip_gradients(optimizer, gradient_clip_val=float(max_norm), gradient_clip_algorithm="norm")
+
+
+def backward_local(module: L.LightningModule, loss: torch.Tensor) -> None:
+    """``manual_backward(loss)`` without DDP's gradient all-reduce: gradients only accumulate on this rank.
+
+    Manual optimisation with several optimisers (GANs, ADDA, AdaptSegNet) backpropagates several losses per batch,
+    each into a different subset of the networks (the others frozen or detached). DDP's reducer expects every trained
+    parameter to receive a gradient in every backward pass (else "Expected to have finished reduction in the prior
+    iteration"), so each backward runs outside it and :func:`average_gradients` then averages exactly the parameters
+    of the optimiser about to step: one all-reduce per optimiser, no ``find_unused_parameters``."""
+    # DDP's no_sync(); absent on single-device strategies (and without a trainer, in unit tests)
+    block = getattr(getattr(module._trainer, "strategy", None), "block_backward_sync", None)
+    if block is None:
+        module.manual_backward(loss)
+        return
+    with block():
+        module.manual_backward(loss)
+
+
+def average_gradients(module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    """Average the gradients of ``optimizer``'s parameters over all ranks (a no-op in one process).
+
+    Parameters without a gradient are skipped; which ones have none is fixed by the step's graph, the same on every
+    rank (a rank-dependent branch around a backward pass would make the ranks disagree and must be avoided)."""
+    world = getattr(module._trainer, "world_size", 1)
+    if world == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
+def backward_step(module: L.LightningModule, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """One manual update: zero the gradients, backpropagate ``loss`` (:func:`backward_local`), average the gradients
+    of ``optimizer``'s parameters over ranks (:func:`average_gradients`) and step."""
+    optimizer.zero_grad()
+    backward_local(module, loss)
+    average_gradients(module, optimizer)
+    optimizer.step()
+
+
+def rank_mean(module: L.LightningModule, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-rank scalar over all ranks (itself in one process): a decision taken from it, such as ADDA's
+    gate, is then the same on every rank and, with equal per-rank batches, that of the single-process global batch."""
+    if getattr(module._trainer, "world_size", 1) == 1:
+        return value
+    return module.trainer.strategy.reduce(value.detach().float().clone(), reduce_op="mean")
 
 
 def _plain(value: Any) -> Any:
@@ -248,6 +298,12 @@ class DAMethod(L.LightningModule):
                 metrics.class_names = list(classes)
 
     # -- training -------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Lightning 2.6 never calls train() when fitting starts (modules keep the mode they were built in; evaluation
+        # restores each module's mode afterwards), so the methods' train() overrides -- frozen BatchNorm statistics
+        # (freeze_bn), frozen teachers and guides in eval mode -- are applied here, before the first step.
+        self.train()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

@@ -48,7 +48,7 @@ from syn2real.losses.gan import (
     semantic_consistency_loss,
     task_cross_entropy,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, step_schedulers
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, backward_step, load_model_weights, step_schedulers
 from syn2real.methods.guard import guard_losses
 from syn2real.models.gan import (
     GeneratorConfig,
@@ -241,16 +241,13 @@ class CyCADA(DAMethod):
         _toggle(discriminators, False)
         gen = self.generator_losses(images, y_s, x_t)
         guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
-        opt_g.zero_grad()
-        self.manual_backward(gen["loss"])
-        opt_g.step()
+        # each update averages exactly its own networks' gradients over DDP ranks (see backward_step)
+        backward_step(self, gen["loss"], opt_g)
         _toggle(discriminators, True)
 
         loss_d = self.discriminator_loss(images)
         guard_losses(self, {"discriminator_loss": loss_d})
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
+        backward_step(self, loss_d, opt_d)
 
         x_task, y_task = self.pixels.from_gan(images["fake_t"].detach()), y_s
         x_task, y_task = self.augment_labelled(x_task, y_task)
@@ -258,9 +255,7 @@ class CyCADA(DAMethod):
         loss_task = task_cross_entropy(logits, y_task, self.ignore_index)
         extra = self.pop_augment_losses()  # AdvProp / Jacobian terms on the translated batch
         guard_losses(self, {"task_loss": loss_task, **{f"task_{k}": v for k, v in extra.items()}})
-        opt_task.zero_grad()
-        self.manual_backward(self.lambda_task * loss_task + sum(extra.values()))
-        opt_task.step()
+        backward_step(self, self.lambda_task * loss_task + sum(extra.values()), opt_task)
         step_schedulers(self)
 
         bs = x_s.shape[0]

@@ -36,6 +36,7 @@ from syn2real.losses.perceptual import self_feature_preserving_loss
 from syn2real.methods.base import (
     OptimConfig,
     _plain,
+    backward_step,
     build_optimizer,
     clip_manual_gradients,
     lr_lambda,
@@ -218,25 +219,19 @@ class EnlightenGAN(L.LightningModule):
             d.requires_grad_(False)
         gen = self.generator_losses(x_low, fake, x_normal)
         guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
-        opt_g.zero_grad()
-        self.manual_backward(gen["loss"])
-        opt_g.step()
+        backward_step(self, gen["loss"], opt_g)  # each update averages its own network's gradients over DDP ranks
         for d in discriminators:
             d.requires_grad_(True)
 
         pooled = self.pool.query(fake)
         loss_dg = relativistic_lsgan_discriminator_loss(self.discriminator_global(x_normal), self.discriminator_global(pooled))
         guard_losses(self, {"discriminator_global": loss_dg})
-        opt_dg.zero_grad()
-        self.manual_backward(loss_dg)
-        opt_dg.step()
+        backward_step(self, loss_dg, opt_dg)
 
         (real_patches,) = self.patches(x_normal)
         loss_dl = lsgan_discriminator_loss(self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
         guard_losses(self, {"discriminator_local": loss_dl})
-        opt_dl.zero_grad()
-        self.manual_backward(loss_dl)
-        opt_dl.step()
+        backward_step(self, loss_dl, opt_dl)
         step_schedulers(self)
 
         bs = x_low.shape[0]

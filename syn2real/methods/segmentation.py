@@ -29,7 +29,16 @@ from syn2real.losses.adversarial import adda_target_loss, domain_accuracy, domai
 from syn2real.losses.gan import IGNORE_INDEX, label_flip_rate, task_cross_entropy
 from syn2real.losses.output_space import entropy_loss, self_information_map
 from syn2real.losses.self_training import mrkld_loss
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, build_optimizer, load_model_weights, step_schedulers
+from syn2real.methods.base import (
+    Batch,
+    DAMethod,
+    OptimConfig,
+    average_gradients,
+    backward_local,
+    build_optimizer,
+    load_model_weights,
+    step_schedulers,
+)
 from syn2real.methods.cycada import CyCADA
 from syn2real.methods.guard import guard_losses
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
@@ -325,13 +334,14 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         levels_s = self.segmentation_logits(x_s)
         loss_seg = self.segmentation_loss(levels_s, y_s) + sum(self.pop_augment_losses().values())
         guard_losses(self, {"source_ce": loss_seg})
-        self.manual_backward(loss_seg)
+        backward_local(self, loss_seg)  # two backward passes, one all-reduce of the segmenter's gradients
         levels_t = self.segmentation_logits(x_t)
         maps_t = [self.discriminator_maps(level) for level in levels_t]
         loss_adv = sum(w * adda_target_loss(d(m)) for w, d, m in zip(self.lambda_adv, self.discriminators, maps_t))
         loss_ent = entropy_loss(levels_t[0].float().softmax(dim=1))
         guard_losses(self, {"adversarial": torch.as_tensor(loss_adv), "target_entropy": loss_ent})
-        self.manual_backward(loss_adv + self.entropy_weight * loss_ent)
+        backward_local(self, loss_adv + self.entropy_weight * loss_ent)
+        average_gradients(self, opt_seg)
         opt_seg.step()
 
         for d in self.discriminators:
@@ -345,7 +355,8 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
             loss_d = loss_d + domain_adversarial_loss(d_s, d_t)
             acc_d.append(domain_accuracy(d_s, d_t))
         guard_losses(self, {"discriminator_loss": loss_d})
-        self.manual_backward(loss_d)
+        backward_local(self, loss_d)
+        average_gradients(self, opt_d)
         opt_d.step()
         step_schedulers(self)
 
