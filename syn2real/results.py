@@ -160,6 +160,8 @@ def compare(argv: Sequence[str] | None = None) -> None:
     for name, _ in columns:
         table.add_column(name, justify="right")
     for key in COMPARE_KEYS:
+        if not any(isinstance(data.get(key), (int, float)) for _, data in columns):
+            continue  # e.g. mIoU rows when comparing classification runs
         row = []
         for _, data in columns:
             v = data.get(key)
