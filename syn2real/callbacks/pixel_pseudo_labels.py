@@ -20,8 +20,6 @@ list has labels (diagnostics only, never trained on), the pseudo-labels' pixel a
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from syn2real.io import write_json_atomic
+from syn2real.io import atomic_write, write_json_atomic
 from syn2real.losses.self_training import (
     class_balanced_thresholds_from_histogram,
     confidence_histogram,
@@ -68,16 +66,9 @@ class PixelRoundConfig:
 
 
 def write_label_png(label: np.ndarray, path: Path) -> None:
-    """Write an HxW uint8 label map as a PNG, atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(label.astype(np.uint8), mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an HxW uint8 label map as a PNG, atomically (:func:`syn2real.io.atomic_write`)."""
+    image = Image.fromarray(label.astype(np.uint8))
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 class PixelPseudoLabelRounds(L.Callback):

@@ -105,24 +105,17 @@ class ADDA(DAMethod):
         self.disc_optim_cfg = discriminator_optim or self.optim_cfg
         self.translator: torch.nn.Module | None = None
         if source_translator is not None:
-            from syn2real.methods.cycada import load_generator
+            from syn2real.methods.cycada import SourceTranslator
 
-            generator, pixels = load_generator(source_translator, "st")
-            self.translator = torch.nn.ModuleDict({"generator": generator, "pixels": pixels})
+            self.translator = SourceTranslator(source_translator)
 
     def translate_source(self, x: torch.Tensor) -> torch.Tensor:
         """G_ST(x) in data space when a ``source_translator`` is set, else ``x``."""
-        if self.translator is None:
-            return x
-        with torch.no_grad():
-            pixels = self.translator["pixels"]
-            return pixels.from_gan(self.translator["generator"](pixels.to_gan(x)))
+        return x if self.translator is None else self.translator(x)
 
     def train(self, mode: bool = True) -> ADDA:
         super().train(mode)
         self.source_model.eval()  # frozen: BatchNorm statistics of the source encoder never move
-        if getattr(self, "translator", None) is not None:
-            self.translator.eval()
         return self
 
     def _encode(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

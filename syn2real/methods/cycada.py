@@ -59,7 +59,7 @@ from syn2real.models.gan import (
 )
 from syn2real.models.heads import NetworkConfig
 
-__all__ = ["CyCADA", "cycada_gan_optim", "load_generator"]
+__all__ = ["CyCADA", "SourceTranslator", "cycada_gan_optim", "load_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +283,20 @@ class CyCADA(DAMethod):
     # -- evaluation ---------------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
         super()._eval_step(batch, dataloader_idx)
+        self.translation_eval_step(batch, dataloader_idx)
+
+    def teacher_accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracy of the teacher's ``logits`` on labels ``y`` (segmentation overrides it: pixels, ignore 255)."""
+        return (logits.argmax(dim=1) == y).float().mean()
+
+    def translation_eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
+        """How translation changes the frozen teacher's decisions (``translation/*`` metrics)."""
         x, y = batch[0], batch[1]
         before = self.teacher(x)
         if self.eval_domains[dataloader_idx] == "source":
             after = self.teacher(self.translate(x, "st"))
             self.translation_metrics["flip_st"].update(label_flip_rate(before, after), weight=x.shape[0])
-            acc = (after.argmax(dim=1) == y).float().mean()
-            self.translation_metrics["teacher_acc_st"].update(acc, weight=x.shape[0])
+            self.translation_metrics["teacher_acc_st"].update(self.teacher_accuracy(after, y), weight=x.shape[0])
         else:
             after = self.teacher(self.translate(x, "ts"))
             self.translation_metrics["flip_ts"].update(label_flip_rate(before, after), weight=x.shape[0])
@@ -343,3 +350,20 @@ def load_generator(path: str | Path, direction: Literal["st", "ts"] = "st") -> t
     channels = generator.in_channels
     pixels = PixelSpace(hparams.get("pixel_mean") or (0.5,) * channels, hparams.get("pixel_std") or (0.5,) * channels)
     return generator.eval().requires_grad_(False), pixels
+
+
+class SourceTranslator(nn.Module):
+    """The frozen source→target generator G_ST of a ``CyCADA`` checkpoint, in data space (its own pixel space on both
+    sides), always in eval mode: CyCADA's feature level translates every source batch with it (``ADDA``,
+    ``OutputSpaceAdaptation``, ``source_translator``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.generator, self.pixels = load_generator(path, "st")
+
+    def train(self, mode: bool = True) -> SourceTranslator:
+        return super().train(False)  # frozen: never leaves eval mode
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pixels.from_gan(self.generator(self.pixels.to_gan(x)))

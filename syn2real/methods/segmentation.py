@@ -26,7 +26,7 @@ from torch import nn
 from syn2real.adversarial.base import Augmentation
 from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig
 from syn2real.losses.adversarial import adda_target_loss, domain_accuracy, domain_adversarial_loss
-from syn2real.losses.gan import IGNORE_INDEX, label_flip_rate, task_cross_entropy
+from syn2real.losses.gan import IGNORE_INDEX, task_cross_entropy
 from syn2real.losses.output_space import entropy_loss, self_information_map
 from syn2real.losses.self_training import mrkld_loss
 from syn2real.methods.base import (
@@ -39,7 +39,7 @@ from syn2real.methods.base import (
     load_model_weights,
     step_schedulers,
 )
-from syn2real.methods.cycada import CyCADA
+from syn2real.methods.cycada import CyCADA, SourceTranslator
 from syn2real.methods.guard import guard_losses
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
@@ -298,25 +298,11 @@ class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
         self.disc_optim_cfg = discriminator_optim or advent_discriminator_optim()
         if init_checkpoint is not None:  # a single-level run may start a multi-level one (fresh auxiliary classifier)
             load_model_weights(self.model, init_checkpoint, optional=("aux_classifier.",))
-        self.translator: nn.Module | None = None
-        if source_translator is not None:
-            from syn2real.methods.cycada import load_generator
-
-            generator, pixels = load_generator(source_translator, "st")
-            self.translator = nn.ModuleDict({"generator": generator, "pixels": pixels})
-
-    def train(self, mode: bool = True) -> OutputSpaceAdaptation:
-        super().train(mode)
-        if getattr(self, "translator", None) is not None:
-            self.translator.eval()
-        return self
+        self.translator = SourceTranslator(source_translator) if source_translator is not None else None
 
     def translate_source(self, x: torch.Tensor) -> torch.Tensor:
-        if self.translator is None:
-            return x
-        with torch.no_grad():
-            pixels = self.translator["pixels"]
-            return pixels.from_gan(self.translator["generator"](pixels.to_gan(x)))
+        """G_ST(x) in data space when a ``source_translator`` is set, else ``x``."""
+        return x if self.translator is None else self.translator(x)
 
     def discriminator_maps(self, logits: torch.Tensor) -> torch.Tensor:
         """What a discriminator sees: softmax maps (AdaptSegNet) or self-information maps (AdvEnt)."""
@@ -499,18 +485,11 @@ class SegCyCADA(SegmentationMixin, CyCADA):
 
     def _eval_step(self, batch: Any, dataloader_idx: int) -> None:
         SegmentationMixin._eval_step(self, batch, dataloader_idx)
-        x, y = batch[0], batch[1]
-        before = self.teacher(x)
-        weight = x.shape[0]
-        if self.eval_domains[dataloader_idx] == "source":
-            after = self.teacher(self.translate(x, "st"))
-            self.translation_metrics["flip_st"].update(label_flip_rate(before, after), weight=weight)
-            if after.shape[-2:] != y.shape[-2:]:
-                after = F.interpolate(after, size=y.shape[-2:], mode="bilinear", align_corners=False)
-            self.translation_metrics["teacher_acc_st"].update(self.pixel_accuracy(after, y), weight=weight)
-        else:
-            after = self.teacher(self.translate(x, "ts"))
-            self.translation_metrics["flip_ts"].update(label_flip_rate(before, after), weight=weight)
+        self.translation_eval_step(batch, dataloader_idx)
+
+    def teacher_accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pixel accuracy of the teacher (ignore 255), its logits upsampled to the label size."""
+        return self.pixel_accuracy(upsample(logits, y.shape[-2:]), y)
 
     def training_media(self, batch: Batch, max_images: int = 4) -> dict[str, torch.Tensor]:
         media = CyCADA.training_media(self, batch, max_images)
