@@ -5,6 +5,9 @@ optimised methods, before each ``manual_backward``). It raises :class:`NonFinite
 the global step, the method and the last checkpoint on disk, which is never overwritten afterwards (the exception
 leaves the training loop before the checkpoint callback runs again). The ``--nan_guard.enabled false`` switch of the
 CLI (:class:`syn2real.callbacks.nan_guard.NaNGuard`) turns it off.
+
+Under DDP the verdict is all-reduced (one scalar per check): the rank with the non-finite term raises the error that
+names it, every other rank raises at the same step instead of waiting forever in the next gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 __all__ = ["NonFiniteGradientError", "NonFiniteLossError", "check_finite", "guard_losses", "last_good_checkpoint"]
 
@@ -39,25 +43,56 @@ def _describe(checkpoint: str | None) -> str:
     return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_ranks_ok(local_ok: torch.Tensor) -> bool:
+    """``local_ok`` (a bool tensor on this rank's device) AND-ed over all ranks: one all-reduce of one number."""
+    flag = local_ok.to(torch.float32).reshape(1)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
 def check_finite(
-    losses: dict[str, torch.Tensor], step: int, method: str, checkpoint: str | None = None
+    losses: dict[str, torch.Tensor], step: int, method: str, checkpoint: str | None = None,
+    sync_ranks: bool | None = None,
 ) -> None:
     """Raise :class:`NonFiniteLossError` naming the first non-finite term of ``losses`` (name -> scalar tensor).
 
-    One device synchronisation for all terms; the per-term search only runs once something is wrong."""
+    One device synchronisation for all terms; the per-term search only runs once something is wrong. With
+    ``sync_ranks`` (default: whenever a process group of more than one rank is initialised) every rank takes part in
+    one all-reduce of the verdict, so all ranks stop at the same step; every rank must then call it equally often.
+    """
     tensors = {k: v for k, v in losses.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
-    if not tensors:
+    sync = _distributed() if sync_ranks is None else sync_ranks
+    if not tensors and not sync:
         return
-    flags = torch.stack([torch.isfinite(v.detach()).all() for v in tensors.values()])
-    if bool(flags.all()):
+    if tensors:
+        flags = torch.stack([torch.isfinite(v.detach()).all() for v in tensors.values()])
+        local_ok = flags.all()
+    else:
+        flags = torch.ones(0, dtype=torch.bool)
+        local_ok = torch.tensor(True)
+    if sync:
+        if dist.get_backend() == "nccl" and local_ok.device.type != "cuda":
+            local_ok = local_ok.cuda()
+        if _all_ranks_ok(local_ok):
+            return
+    elif bool(local_ok):
         return
     for (name, value), ok in zip(tensors.items(), flags.tolist()):
         if not ok:
             shown = float(value.detach().float().reshape(-1)[~torch.isfinite(value.detach().float().reshape(-1))][0])
+            rank = f" on rank {dist.get_rank()}" if sync else ""
             raise NonFiniteLossError(
-                f"non-finite loss term '{name}' = {shown} at global step {step} (method {method}); "
+                f"non-finite loss term '{name}' = {shown} at global step {step}{rank} (method {method}); "
                 f"{_describe(checkpoint)} — {ADVICE}"
             )
+    raise NonFiniteLossError(
+        f"a loss term was non-finite on another rank at global step {step} (method {method}; this is rank "
+        f"{dist.get_rank()}, the failing rank's error names the term); {_describe(checkpoint)} — {ADVICE}"
+    )
 
 
 def guard_losses(module: Any, losses: dict[str, torch.Tensor], prefix: str = "train/") -> None:

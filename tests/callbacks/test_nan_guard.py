@@ -96,3 +96,37 @@ def test_gradient_check_names_first_bad_parameter() -> None:
     NaNGuard(check_grads=False).on_before_optimizer_step(trainer, net, opt)  # off: nothing checked
     with pytest.raises(NonFiniteGradientError, match="'b.weight' at global step 7"):
         NaNGuard(check_grads=True).on_before_optimizer_step(trainer, net, opt)
+
+
+def _guard_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One of 2 gloo ranks: step 0 finite on both, step 1 NaN on rank 1 only, step 2 would follow."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    outcome = "finished"
+    try:
+        for step in range(3):
+            bad = rank == 1 and step == 1
+            check_finite({"train/loss": torch.tensor(float("nan") if bad else 1.0)}, step, "DANN")
+    except NonFiniteLossError as err:
+        outcome = str(err)
+    finally:
+        Path(out_dir, f"rank{rank}.txt").write_text(outcome)
+        dist.destroy_process_group()
+
+
+def test_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path: Path) -> None:
+    """Without the all-reduced verdict the healthy rank would block in its next collective forever."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.spawn(_guard_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    for _ in range(4):  # join() returns once a process exits; True when all have
+        if ctx.join(timeout=30):
+            break
+    else:
+        for proc in ctx.processes:
+            proc.kill()
+        pytest.fail("a rank hung after the other one's non-finite loss")
+    failing, healthy = (tmp_path / "rank1.txt").read_text(), (tmp_path / "rank0.txt").read_text()
+    assert "'train/loss' = nan at global step 1 on rank 1 (method DANN)" in failing
+    assert "non-finite on another rank at global step 1" in healthy and "rank 0" in healthy
