@@ -2,7 +2,9 @@
 
 :class:`SafeWandbLogger` wraps Lightning's ``WandbLogger``: offline unless the user asks for online
 (``offline: false`` or ``WANDB_MODE=online``); any failure (wandb missing, no disk, bad key, no network)
-is reported once as a warning and the logger becomes a no-op while training continues.
+is reported once as a warning and the logger becomes a no-op while training continues. No call into wandb moves the
+global random streams (:func:`~syn2real.callbacks.checkpoint.preserved_rng`): a seeded run trains the same with and
+without W&B.
 
 The run id is kept in ``<save_dir>/wandb_run_id``; a run resumed from a checkpoint (``continue_run``, set by the CLI
 for ``fit --ckpt_path``) logs into the same W&B run instead of starting a new one.
@@ -26,6 +28,7 @@ from lightning.pytorch.loggers.logger import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
+from syn2real.callbacks.checkpoint import preserved_rng
 from syn2real.io import atomic_write
 
 __all__ = ["SafeWandbLogger"]
@@ -84,6 +87,10 @@ class SafeWandbLogger(Logger):
             log.warning("W&B logging disabled, training continues: %s: %s", type(err).__name__, err)
 
     def _logger(self) -> Any:
+        with preserved_rng():
+            return self._make_logger()
+
+    def _make_logger(self) -> Any:
         if self._disabled:
             return None
         if self._inner is None:
@@ -118,7 +125,8 @@ class SafeWandbLogger(Logger):
         if inner is None:
             return None
         try:
-            return getattr(inner, method)(*args, **kwargs)
+            with preserved_rng():
+                return getattr(inner, method)(*args, **kwargs)
         except Exception as err:
             self._disable(err)
             return None
@@ -154,7 +162,8 @@ class SafeWandbLogger(Logger):
         if inner is None:
             return DummyExperiment()
         try:
-            return inner.experiment
+            with preserved_rng():
+                return inner.experiment
         except Exception as err:
             self._disable(err)
             return DummyExperiment()

@@ -53,3 +53,30 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path: Path, monkeypatch: p
     assert fresh.experiment.id != run_id
     assert (tmp_path / "wandb_run_id").read_text().strip() == fresh.experiment.id
     wandb.finish()
+
+
+
+def test_wandb_calls_leave_the_random_streams_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting the run and logging scalars, images and tables must not move python/numpy/torch RNG (a seeded run
+    trains the same with and without W&B)."""
+    import numpy as np
+    import torch
+    import wandb
+
+    from syn2real.callbacks.checkpoint import rng_state
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = SafeWandbLogger(save_dir=str(tmp_path), offline=True)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    before = rng_state()
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.log_image("samples", [np.zeros((8, 8, 3), dtype=np.uint8)], step=1)
+    logger.log_table("per_class", ["class", "acc"], [["a", 1.0]], step=1)
+    assert logger.enabled and logger.experiment.id
+    after = rng_state()
+    wandb.finish()
+    assert before["python"] == after["python"]
+    assert torch.equal(before["numpy"]["keys"], after["numpy"]["keys"]) and before["numpy"]["pos"] == after["numpy"]["pos"]
+    assert torch.equal(before["torch"], after["torch"])

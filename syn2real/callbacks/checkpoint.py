@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from syn2real.io import atomic_torch_save
 
-__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "rng_state", "set_rng_state"]
+__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "preserved_rng", "rng_state", "set_rng_state",
+           "side_effect_free"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -81,6 +84,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
                 f"{torch.cuda.device_count()}; resume on as many devices per process"
             )
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the block without moving any global random stream (python, numpy, torch CPU and CUDA): logging and
+    pictures must not change what a seeded run trains on."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+@contextmanager
+def side_effect_free(module: torch.nn.Module) -> Iterator[None]:
+    """:func:`preserved_rng`, and the module's buffers (BatchNorm running statistics and counters) restored
+    afterwards: a forward pass for a picture in training mode leaves the run exactly as it was."""
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+    try:
+        with preserved_rng():
+            yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
 
 
 class ResumeRNG(Callback):

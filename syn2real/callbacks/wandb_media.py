@@ -18,6 +18,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from syn2real.callbacks.checkpoint import side_effect_free
+
 __all__ = ["WandbMedia", "image_grid", "confusion_figure"]
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,10 @@ class WandbMedia(L.Callback):
     def _log_method_media(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict | None) -> None:
         from torchvision.utils import save_image
 
-        media: dict[str, torch.Tensor] = pl_module.training_media(batch) if batch is not None else pl_module.eval_media()
+        with side_effect_free(pl_module):  # pictures must not change the run (RNG streams, BatchNorm statistics)
+            media: dict[str, torch.Tensor] = (
+                pl_module.training_media(batch) if batch is not None else pl_module.eval_media()
+            )
         for name, rows in media.items():
             if rows.ndim != 5:
                 raise ValueError(f"training_media()[{name!r}] must have shape (rows, N, C, H, W), got {tuple(rows.shape)}")
