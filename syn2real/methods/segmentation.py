@@ -37,6 +37,7 @@ from syn2real.methods.base import (
     backward_local,
     build_optimizer,
     load_model_weights,
+    rank_mean,
     step_schedulers,
 )
 from syn2real.methods.cycada import CyCADA, SourceTranslator
@@ -121,12 +122,26 @@ class SegmentationMixin:
         """Logits of every level (main first), upsampled to the input size."""
         return [upsample(level, x.shape[-2:]) for level in self.model.forward_levels(x)]
 
-    def segmentation_loss(self, levels: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """CE(main) + ``aux_weight`` · CE(auxiliary level), ignoring label 255."""
+    def segmentation_loss(
+        self, levels: Sequence[torch.Tensor], labels: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """CE(main) + ``aux_weight`` · CE(auxiliary level), ignoring label 255, times ``weight`` (default
+        :meth:`global_pixel_weight` of ``labels``: the mean over the labelled pixels of the global batch under DDP)."""
         loss = task_cross_entropy(levels[0], labels, self.ignore_index)
         for aux in levels[1:]:
             loss = loss + self.aux_weight * task_cross_entropy(aux, labels, self.ignore_index)
-        return loss
+        return loss * (self.global_pixel_weight(labels) if weight is None else weight)
+
+    def global_pixel_weight(self, labels: torch.Tensor) -> torch.Tensor:
+        """n_r / mean over ranks of n_r, for the n_r labelled (not ignored) pixels of this rank's ``labels``.
+
+        A pixel loss is a mean over this rank's labelled pixels; DDP averages the ranks' gradients, so without this
+        factor the loss would be a mean of per-rank means, and a rank whose crops are mostly ignored (pseudo-labels,
+        GTA5's void) would weigh as much as one full of labels. Scaled by it, it is the mean over the labelled pixels
+        of the global batch, as in one process, where the factor is exactly 1 (one all-reduce of a number per call).
+        """
+        n = (labels != self.ignore_index).sum().float()
+        return n / rank_mean(self, n).clamp_min(1.0)
 
     @staticmethod
     def pixel_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -434,13 +449,14 @@ class SegSelfTraining(SegmentationMixin, DAMethod):
         n_s = x_s.shape[0]
         levels = self.segmentation_logits(torch.cat([x_s, x_t]))
         loss_s = self.segmentation_loss([lv[:n_s] for lv in levels], y_s)
-        loss_t = self.segmentation_loss([lv[n_s:] for lv in levels], pseudo)
+        w_t = self.global_pixel_weight(pseudo)  # pseudo-labelled pixels vary most between ranks
+        loss_t = self.segmentation_loss([lv[n_s:] for lv in levels], pseudo, weight=w_t)
         kept = pseudo != IGNORE_INDEX
         loss = self.source_weight * loss_s + self.target_weight * loss_t
         out = {"source_ce": loss_s.detach(), "pseudo_ce": loss_t.detach(), "pseudo_kept": kept.float().mean()}
         if self.variant == "mrkld":
             reg = mrkld_loss(levels[0][n_s:], kept)
-            loss = loss + self.mrkld_weight * reg
+            loss = loss + self.mrkld_weight * w_t * reg
             out["mrkld"] = reg.detach()
         return {"loss": loss, **out}
 
