@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks clean
+.PHONY: install demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -150,7 +150,17 @@ benchmarks: install
 	$(BIN)/python benchmarks/cycada_step.py --size 28 --batch 64 --ngf 16 --ndf 32 --blocks 6 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/adversarial_step.py --backbone digits_cnn --size 28 --batch 64 --pgd_steps 7 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/enhance_tiled.py --height 1024 --width 2048 --tile 512 --overlap 32 --rounds 3
-	$(BIN)/python benchmarks/deeplab_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1
+	$(BIN)/python benchmarks/precision_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1
+	$(BIN)/python benchmarks/precision_step.py --task classification --device cpu --threads 2 --batch 8 --steps 3 --rounds 2 --warmup 1
+	$(BIN)/python benchmarks/ddp_throughput.py --steps 40 --warmup 5 --rounds 3
+
+# on a machine with a CUDA GPU: ResNet-101 classification and DeepLabV2-R101, fp32 / channels_last / bf16 / compile
+benchmarks-gpu: install
+	mkdir -p runs/benchmarks
+	$(BIN)/python benchmarks/precision_step.py --task classification --device cuda --batch 64 --steps 20 --rounds 3 \
+	  --compile --json runs/benchmarks/resnet101_classification_cuda.json
+	$(BIN)/python benchmarks/precision_step.py --device cuda --batch 2 --steps 20 --rounds 3 --compile \
+	  --json runs/benchmarks/deeplabv2_r101_cuda.json
 
 clean:
 	rm -rf runs wandb lightning_logs .pytest_cache

@@ -1,11 +1,17 @@
-"""DeepLabV2-ResNet-101 training step on 512×512 crops: fp32 vs channels_last vs bf16 autocast (vs torch.compile).
+"""ResNet-101 training step, classification or DeepLabV2 segmentation: fp32 vs channels_last vs bf16 (vs compile).
 
-One training step as the segmentation methods take it: forward (:meth:`SegmentationNet.forward`, logits upsampled to
-the input), cross-entropy with ``ignore_index=255`` on random labels (10 % of the pixels 255), backward, SGD (momentum
-0.9, weight decay 5e-4; backbone lr 2.5e-4, ASPP head lr 2.5e-3, DeepLab's 10×). The network is
-``build_segmenter(SegNetworkConfig(backbone=..., num_classes=19))``: random initial weights (speed does not depend on
-them), output stride 8, frozen backbone BatchNorm. Variants are ``+``-joined switches on top of ``fp32``:
-``channels_last`` (model and input in ``torch.channels_last``), ``bf16`` (``torch.autocast(device_type,
+``--task segmentation`` (default): one training step as the segmentation methods take it on 512×512 crops: forward
+(:meth:`SegmentationNet.forward`, logits upsampled to the input), cross-entropy with ``ignore_index=255`` on random
+labels (10 % of the pixels 255), backward, SGD (momentum 0.9, weight decay 5e-4; backbone lr 2.5e-4, ASPP head lr
+2.5e-3, DeepLab's 10×). The network is ``build_segmenter(SegNetworkConfig(backbone=..., num_classes=19))``: output
+stride 8, frozen backbone BatchNorm.
+
+``--task classification``: the VisDA-2017 fine-tuning step on 224×224 images: ``build_classifier(NetworkConfig(
+backbone=..., num_classes=12, bottleneck_dim=256))`` (BatchNorm in training mode), cross-entropy on random labels,
+backward, the same SGD with the head at 10× the backbone lr.
+
+Random initial weights either way (speed does not depend on them). Variants are ``+``-joined switches on top of
+``fp32``: ``channels_last`` (model and input in ``torch.channels_last``), ``bf16`` (``torch.autocast(device_type,
 dtype=torch.bfloat16)`` around forward and loss; fp32 weights and SGD), ``compile`` (``torch.compile(model)``; off by
 default, ``--compile`` adds ``compile`` and ``bf16+channels_last+compile``: compiling R101 on a CPU takes minutes).
 
@@ -18,7 +24,7 @@ before them (weights and input already there), i.e. gradients, momentum buffers,
 
 * CUDA: all variants in this process, same initial weights; ``torch.cuda.max_memory_allocated`` after
   ``reset_peak_memory_stats`` per variant and round (a fresh optimizer each round, gradients freed after it, so no
-  variant's state is counted in another's).
+  variant's state is counted in another's). TF32 matmuls stay off (torch's default), so ``fp32`` is true fp32.
 * CPU: the resident set of a process only grows, so each (round, variant) runs in a fresh subprocess
   (``--child``), interleaved all the same; memory is the growth of that process's peak resident set
   (``ru_maxrss``) over its value just before the first step. It includes what the allocator keeps cached and, for
@@ -27,8 +33,9 @@ before them (weights and input already there), i.e. gradients, momentum buffers,
 Ratios vs the first variant (``fp32`` by default; speed: median images/s and fastest step; memory: training peak)
 come from the same run.
 
-    python benchmarks/deeplab_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1
-    python benchmarks/deeplab_step.py --device cuda --batch 2 --steps 20 --rounds 3 --compile
+    python benchmarks/precision_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1
+    python benchmarks/precision_step.py --device cuda --batch 2 --steps 20 --rounds 3 --compile
+    python benchmarks/precision_step.py --task classification --device cuda --batch 64 --steps 20 --rounds 3 --compile
 """
 
 from __future__ import annotations
@@ -75,16 +82,29 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+TASK_DEFAULTS = {  # size, batch, classes
+    "segmentation": (512, 2, 19),
+    "classification": (224, 64, 12),
+}
+
+
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if args.task == "classification":
+        from syn2real.models.heads import NetworkConfig, build_classifier
+
+        return build_classifier(NetworkConfig(backbone=args.backbone, num_classes=args.classes, in_chans=3,
+                                              bottleneck_dim=256))
     from syn2real.models.segmentation import SegNetworkConfig, build_segmenter
 
-    torch.manual_seed(0)
     return build_segmenter(SegNetworkConfig(backbone=args.backbone, num_classes=args.classes))
 
 
 def make_batch(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
+    if args.task == "classification":
+        return x, torch.randint(0, args.classes, (args.batch,), generator=g)
     y = torch.randint(0, args.classes, (args.batch, args.size, args.size), generator=g)
     y[torch.rand(y.shape, generator=g) < 0.1] = IGNORE_INDEX
     return x, y
@@ -182,7 +202,8 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _child_cmd(args: argparse.Namespace, variant: str) -> list[str]:
-    cmd = [sys.executable, __file__, "--child", "--variant", variant, "--device", args.device, "--backbone", args.backbone,
+    cmd = [sys.executable, __file__, "--child", "--task", args.task, "--variant", variant, "--device", args.device,
+           "--backbone", args.backbone,
            "--classes", str(args.classes), "--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--lr", str(args.lr), "--head_lr_mult", str(args.head_lr_mult)]
     if args.threads:
@@ -233,7 +254,7 @@ def summarise(args: argparse.Namespace, variants: list[str], results: dict[str, 
     }
     device = torch.device(args.device)
     summary["setup"] = {
-        "backbone": args.backbone, "classes": args.classes, "size": args.size, "batch": args.batch,
+        "task": args.task, "backbone": args.backbone, "classes": args.classes, "size": args.size, "batch": args.batch,
         "steps_per_round": args.steps, "warmup": args.warmup, "rounds": args.rounds, "device": device_name(device),
         "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
         "memory": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS growth, one subprocess per run",
@@ -243,11 +264,12 @@ def summarise(args: argparse.Namespace, variants: list[str], results: dict[str, 
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="segmentation")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbone", default="resnet101")
-    parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--classes", type=int, default=None, help="default: 19 (segmentation), 12 (classification)")
+    parser.add_argument("--size", type=int, default=None, help="default: 512 (segmentation), 224 (classification)")
+    parser.add_argument("--batch", type=int, default=None, help="default: 2 (segmentation), 64 (classification)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (and forward passes) per round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
@@ -262,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    size, batch, classes = TASK_DEFAULTS[args.task]
+    args.size, args.batch, args.classes = args.size or size, args.batch or batch, args.classes or classes
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
