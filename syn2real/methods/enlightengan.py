@@ -18,6 +18,7 @@ against the clean references (``target/psnr``, ``target/ssim``), the same for th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -104,6 +105,11 @@ class EnlightenGAN(L.LightningModule):
         grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
             (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
             manually optimised methods.
+        bn_recalibration: after the last training batch, re-estimate the generator's BatchNorm running statistics
+            with its final weights over this many training batches (forward only, exact average; 0, the default and
+            the paper, keeps the running averages of training). With few, high-lr steps the running averages lag the
+            weights that produced them and inference (eval mode) is off; the final evaluation and ``last.ckpt`` see
+            the recalibrated statistics.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class EnlightenGAN(L.LightningModule):
         eval_tile: int = 512,
         eval_overlap: int = 32,
         grad_clip: float | None = None,
+        bn_recalibration: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,8 +139,12 @@ class EnlightenGAN(L.LightningModule):
                 raise ValueError(f"model.init_args.{name} must be >= 0, got {value}")
         if n_patches < 1 or patch_size < 8:
             raise ValueError(f"n_patches must be >= 1 and patch_size >= 8, got {n_patches}, {patch_size}")
+        if bn_recalibration < 0:
+            raise ValueError(f"model.init_args.bn_recalibration must be >= 0 batches, got {bn_recalibration}")
         self.automatic_optimization = False
         self.grad_clip = grad_clip
+        self.bn_recalibration = bn_recalibration
+        self.bn_recalibrated_batches = 0
         self.nan_guard = True  # --nan_guard.enabled
         self.strict_loading = False  # the frozen extractor is rebuilt from its weights, not stored in checkpoints
         self.gen_cfg = generator or EnlightenGeneratorConfig()
@@ -178,7 +189,10 @@ class EnlightenGAN(L.LightningModule):
         self.eval_history = list(checkpoint.get("syn2real_eval_history") or [])
 
     def run_summary(self) -> dict[str, Any]:
-        return {"eval_history": list(self.eval_history)} if self.eval_history else {}
+        out: dict[str, Any] = {"eval_history": list(self.eval_history)} if self.eval_history else {}
+        if self.bn_recalibration:
+            out["bn_recalibrated_batches"] = self.bn_recalibrated_batches
+        return out
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,11 +248,65 @@ class EnlightenGAN(L.LightningModule):
         backward_step(self, loss_dl, opt_dl)
         step_schedulers(self)
 
+        if self.bn_recalibration and self._is_final_batch():
+            self.recalibrate_batchnorm()
+
         bs = x_low.shape[0]
         self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
         logged = {f"train/generator_{k}": v.detach() for k, v in gen.items() if k != "loss"}
         logged.update({"train/discriminator_global": loss_dg.detach(), "train/discriminator_local": loss_dl.detach()})
         self.log_dict(logged, batch_size=bs)
+
+    def _is_final_batch(self) -> bool:
+        """Whether the batch just stepped is the last of the fit (``max_steps`` reached or last batch of the last
+        epoch)."""
+        t = self.trainer
+        if t.max_steps is not None and t.max_steps >= 0 and self.global_step >= t.max_steps:
+            return True
+        last_epoch = t.max_epochs is not None and t.max_epochs >= 0 and self.current_epoch + 1 >= t.max_epochs
+        return bool(t.is_last_batch) and last_epoch
+
+    def recalibrate_batchnorm(self, batches: Iterable[Any] | None = None) -> int:
+        """Re-estimate the generator's BatchNorm running statistics with the current weights: reset, then the exact
+        average (``momentum=None``) of the batch statistics of up to ``bn_recalibration`` training batches' low-light
+        images (default: a fresh pass of the data module's training loader), forward only, random streams untouched.
+        Under DDP the ranks' estimates are averaged so every rank keeps the same buffers. Returns the batches used."""
+        from syn2real.callbacks.checkpoint import preserved_rng
+
+        norms = [m for m in self.generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or not self.bn_recalibration:
+            return 0
+        if batches is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None:
+                raise RuntimeError("bn_recalibration needs the training batches: fit with a data module")
+            batches = datamodule.train_dataloader()
+        momenta = [m.momentum for m in norms]
+        was_training = self.generator.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: the exact mean over the batches seen
+        self.generator.train()
+        used = 0
+        try:
+            with torch.no_grad(), preserved_rng():
+                for item in batches:
+                    batch = item[0] if isinstance(item, tuple) else item  # a CombinedLoader yields (batch, idx, dl)
+                    self.generator(batch["low"][0].to(self.device))
+                    used += 1
+                    if used >= self.bn_recalibration:
+                        break
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.generator.train(was_training)
+        if getattr(self._trainer, "world_size", 1) > 1:
+            for m in norms:
+                for name in ("running_mean", "running_var"):
+                    buf = getattr(m, name)
+                    buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="mean"))
+        self.bn_recalibrated_batches = used
+        return used
 
     def training_media(self, batch: dict[str, Any], max_images: int = 8) -> dict[str, torch.Tensor]:
         """Rows input | attention map | output (and a row of real normal-light images), in [0, 1]."""

@@ -72,6 +72,28 @@ def test_one_training_step_updates_generator_and_discriminators_not_the_extracto
     assert np.isfinite(metrics["target/psnr"])
 
 
+def test_bn_recalibration_is_the_exact_average_of_the_batch_statistics() -> None:
+    method = _method(bn_recalibration=2)
+    norms = [m for m in method.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen: list[torch.Tensor] = []
+    norms[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    torch.manual_seed(1)
+    batches = [{"low": (torch.rand(3, 3, 16, 16) * 2 - 1,)} for _ in range(3)]
+    method.generator.eval()
+    torch.manual_seed(5)
+    assert method.recalibrate_batchnorm(batches) == 2  # stops at bn_recalibration batches
+    assert len(seen) == 2 and not method.generator.training and norms[0].momentum == 0.1
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    var = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in seen]).mean(0)
+    torch.testing.assert_close(norms[0].running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norms[0].running_var, var, rtol=1e-5, atol=1e-6)
+    assert int(norms[0].num_batches_tracked) == 2
+    expected = torch.Generator().manual_seed(5)
+    assert torch.equal(torch.rand(2), torch.rand(2, generator=expected))  # the global stream did not move
+    with pytest.raises(ValueError, match="bn_recalibration"):
+        _method(bn_recalibration=-1)
+
+
 def test_checkpoint_drops_the_extractor_and_restores_the_pool(tmp_path: Path) -> None:
     method = _method()
     method.pool.query(torch.rand(2, 3, 8, 8))
@@ -112,6 +134,7 @@ def test_fit_then_enhance_through_the_cli(tmp_path: Path) -> None:
     for key in ("target/psnr", "target/ssim", "target/psnr_input", "target/ssim_input", "target/brightness"):
         assert np.isfinite(metrics[key]), key
     assert metrics["stage"] == "fit" and len(metrics["eval_history"]) == 2
+    assert 0 < metrics["bn_recalibrated_batches"] <= 18  # at most one pass over this tiny set
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert "generator.out.weight" in ckpt["state_dict"] and not any(k.startswith("perceptual.") for k in ckpt["state_dict"])
     assert (run / "media" / "enhancement_train.png").is_file()
