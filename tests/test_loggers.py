@@ -55,7 +55,6 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path: Path, monkeypatch: p
     wandb.finish()
 
 
-
 def test_wandb_calls_leave_the_random_streams_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting the run and logging scalars, images and tables must not move python/numpy/torch RNG (a seeded run
     trains the same with and without W&B)."""
