@@ -39,6 +39,7 @@ from torch import nn
 
 from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key
 from syn2real.io import read_checkpoint, write_json_atomic
+from syn2real.models.enlighten import LUMA
 from syn2real.translate import resolve_device, save_image
 
 __all__ = ["EnhanceSummary", "LowLightEnhance", "enhance_array", "enhance_folder", "enhance_tiled", "load_enhancer", "main"]
@@ -109,7 +110,7 @@ def enhance_array(
     y = enhance_tiled(generator, x, tile, overlap)
     out = y[0].add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     if grey:
-        luma = out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        luma = out.astype(np.float32) @ np.array(LUMA, np.float32)
         out = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
     return out
 
@@ -232,7 +233,7 @@ def brightness(image: np.ndarray) -> float:
     """Mean luminance of a uint8 image in [0, 1] (0.299 R + 0.587 G + 0.114 B; grey images as they are)."""
     arr = image.astype(np.float32) / 255.0
     if arr.ndim == 3 and arr.shape[-1] == 3:
-        arr = arr @ np.array([0.299, 0.587, 0.114], np.float32)
+        arr = arr @ np.array(LUMA, np.float32)
     return float(arr.mean())
 
 

@@ -20,17 +20,22 @@ from torchvision.utils import make_grid
 
 from syn2real.callbacks.checkpoint import side_effect_free
 
-__all__ = ["WandbMedia", "image_grid", "confusion_figure"]
+__all__ = ["WandbMedia", "confusion_figure", "image_grid", "minmax_unit"]
 
 log = logging.getLogger(__name__)
 
 
-def image_grid(x: torch.Tensor, nrow: int = 8) -> torch.Tensor:
-    """A (C, H, W) grid in [0, 1] of a normalised batch, each image min-max scaled for display."""
-    x = x.detach().float().cpu()
+def minmax_unit(x: torch.Tensor) -> torch.Tensor:
+    """A normalised (B, C, H, W) batch in [0, 1] for display: each image min-max scaled over all its pixels."""
+    x = x.detach().float()
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    return make_grid((x - lo) / (hi - lo).clamp_min(1e-6), nrow=nrow, padding=1)
+    return (x - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def image_grid(x: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """A (C, H, W) grid in [0, 1] of a normalised batch, each image min-max scaled for display."""
+    return make_grid(minmax_unit(x.cpu()), nrow=nrow, padding=1)
 
 
 def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str, normalised: bool = False) -> Any:

@@ -65,6 +65,21 @@ def _list_images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
+def pair_by_name(first: Path, second: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """Images under ``first`` matched with the image of the same relative path under ``second``, whatever either's
+    extension (``a/b.png`` ↔ ``a/b.jpg``): ``([(key, first_file, second_file)], [relative paths without a match])``
+    in natural order; ``key`` is the relative path without extension."""
+    others = {f.relative_to(second).with_suffix("").as_posix(): f for f in _list_images(second, True)}
+    pairs, missing = [], []
+    for f in _list_images(first, True):
+        key = f.relative_to(first).with_suffix("").as_posix()
+        if key in others:
+            pairs.append((key, f, others[key]))
+        else:
+            missing.append(f.relative_to(first).as_posix())
+    return pairs, missing
+
+
 class _ImageDataset(Dataset):
     """Shared loading: a list of (path, label), a mode, a transform, optional in-memory cache."""
 

@@ -33,8 +33,8 @@ from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
     UnlabelledFolderDataset,
-    _list_images,
     load_image,
+    pair_by_name,
 )
 from syn2real.data.transforms import run_seed
 
@@ -74,18 +74,10 @@ class PairedFolderDataset(Dataset):
         for key, folder in (("eval_low", self.low_root), ("eval_reference", self.ref_root)):
             if not folder.is_dir():
                 raise DatasetLayoutError(f"data.{key} folder {folder} does not exist")
-        low_files = _list_images(self.low_root, recursive=True)
-        if not low_files:
+        pairs, missing = pair_by_name(self.low_root, self.ref_root)
+        if not pairs and not missing:
             raise DatasetLayoutError(f"{self.low_root} contains no images with extensions {IMAGE_EXTENSIONS}")
-        refs = {p.relative_to(self.ref_root).with_suffix("").as_posix(): p for p in _list_images(self.ref_root, True)}
-        self.pairs: list[tuple[Path, Path]] = []
-        missing = []
-        for path in low_files:
-            key = path.relative_to(self.low_root).with_suffix("").as_posix()
-            if key in refs:
-                self.pairs.append((path, refs[key]))
-            else:
-                missing.append(path.relative_to(self.low_root).as_posix())
+        self.pairs: list[tuple[Path, Path]] = [(low, ref) for _, low, ref in pairs]
         if missing:
             raise DatasetLayoutError(
                 f"{len(missing)} low-light evaluation image(s) have no reference of the same name under "

@@ -45,6 +45,7 @@ from syn2real.methods.base import (
 )
 from syn2real.methods.guard import guard_losses
 from syn2real.models.enlighten import (
+    LUMA,
     EnlightenDiscriminatorConfig,
     EnlightenGeneratorConfig,
 )
@@ -52,8 +53,6 @@ from syn2real.models.gan import ImagePool
 from syn2real.models.perceptual import FeatureExtractorConfig
 
 __all__ = ["EnlightenGAN", "crop_patches", "enlightengan_optim", "random_patch_corners"]
-
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def enlightengan_optim() -> OptimConfig:
@@ -331,7 +330,7 @@ class EnlightenGAN(L.LightningModule):
         out = self.enhance(x_low)
         to_unit = lambda t: ((t.float() + 1.0) * 0.5).clamp(0.0, 1.0)  # noqa: E731
         out, ref, low = to_unit(out), to_unit(ref), to_unit(x_low)
-        luma = torch.tensor(_LUMA, device=out.device).view(1, 3, 1, 1)
+        luma = torch.tensor(LUMA, device=out.device).view(1, 3, 1, 1)
         for i in range(out.shape[0]):  # per-image scores, averaged over images
             o, r, lo = out[i : i + 1], ref[i : i + 1], low[i : i + 1]
             self.eval_metrics["psnr"].update(peak_signal_noise_ratio(o, r, data_range=1.0))

@@ -25,6 +25,7 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig
+from syn2real.callbacks.wandb_media import minmax_unit
 from syn2real.losses.adversarial import adda_target_loss, domain_accuracy, domain_adversarial_loss
 from syn2real.losses.gan import IGNORE_INDEX, task_cross_entropy
 from syn2real.losses.output_space import entropy_loss, self_information_map
@@ -87,10 +88,7 @@ def colorize(labels: torch.Tensor, num_classes: int, colours: torch.Tensor | Non
 
 def _display(x: torch.Tensor) -> torch.Tensor:
     """Normalised images -> [0, 1] RGB for display (per-image min-max)."""
-    x = x.detach().float()
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    x = (x - lo) / (hi - lo).clamp_min(1e-6)
+    x = minmax_unit(x)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 

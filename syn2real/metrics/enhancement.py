@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from syn2real.data.datasets import _list_images, load_image
+from syn2real.data.datasets import load_image, pair_by_name
+from syn2real.models.enlighten import LUMA
 
 __all__ = ["BASELINES", "evaluate_folders", "example_figure", "gamma_correction", "histogram_equalization", "image_scores"]
 
@@ -40,7 +41,7 @@ def image_scores(pred: np.ndarray, reference: np.ndarray) -> tuple[float, float]
 def gamma_correction(image: np.ndarray) -> np.ndarray:
     """I^γ with γ = log 0.5 / log μ (μ: mean luminance in [0, 1]), applied to every channel."""
     unit = image.astype(np.float64) / 255.0
-    mean = float((unit @ np.array([0.299, 0.587, 0.114])).mean())
+    mean = float((unit @ np.array(LUMA)).mean())
     gamma = np.log(0.5) / np.log(min(max(mean, 1e-4), 0.999))
     return np.clip(np.round(np.power(unit, gamma) * 255.0), 0, 255).astype(np.uint8)
 
@@ -60,16 +61,15 @@ BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def _pairs(low_dir: Path, reference_dir: Path) -> list[tuple[str, Path, Path]]:
-    refs = {p.relative_to(reference_dir).with_suffix("").as_posix(): p for p in _list_images(reference_dir, True)}
-    out = []
-    for path in _list_images(low_dir, True):
-        key = path.relative_to(low_dir).with_suffix("").as_posix()
-        if key not in refs:
-            raise FileNotFoundError(f"{path} has no reference named {key}.* under {reference_dir}")
-        out.append((key, path, refs[key]))
-    if not out:
+    pairs, missing = pair_by_name(low_dir, reference_dir)
+    if missing:
+        name = missing[0]
+        raise FileNotFoundError(
+            f"{low_dir / name} has no reference named {Path(name).with_suffix('').as_posix()}.* under {reference_dir}"
+        )
+    if not pairs:
         raise FileNotFoundError(f"{low_dir} contains no images to evaluate")
-    return out
+    return pairs
 
 
 def evaluate_folders(low_dir: str | Path, reference_dir: str | Path, enhanced: dict[str, str | Path]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "LUMA",
     "AttentionUNet",
     "EnlightenDiscriminator",
     "EnlightenDiscriminatorConfig",
@@ -37,7 +38,7 @@ __all__ = [
     "normal_init",
 ]
 
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights of R, G, B (the official code's attention map)
 
 
 def illumination_attention(x: torch.Tensor, kind: Literal["luminance", "max"] = "luminance") -> torch.Tensor:
@@ -46,7 +47,7 @@ def illumination_attention(x: torch.Tensor, kind: Literal["luminance", "max"] = 
         raise ValueError(f"illumination_attention: x must have shape (B, 3, H, W), got {tuple(x.shape)}")
     unit = ((x + 1.0) * 0.5).clamp(0.0, 1.0)
     if kind == "luminance":
-        weights = torch.tensor(_LUMA, dtype=unit.dtype, device=unit.device).view(1, 3, 1, 1)
+        weights = torch.tensor(LUMA, dtype=unit.dtype, device=unit.device).view(1, 3, 1, 1)
         y = (unit * weights).sum(dim=1, keepdim=True)
     elif kind == "max":
         y = unit.amax(dim=1, keepdim=True)
