@@ -24,7 +24,10 @@ before them (weights and input already there), i.e. gradients, momentum buffers,
 
 * CUDA: all variants in this process, same initial weights; ``torch.cuda.max_memory_allocated`` after
   ``reset_peak_memory_stats`` per variant and round (a fresh optimizer each round, gradients freed after it, so no
-  variant's state is counted in another's). TF32 matmuls stay off (torch's default), so ``fp32`` is true fp32.
+  variant's state is counted in another's). ``fp32`` runs with torch's defaults, as a user's fp32 run does:
+  cuDNN convolutions may use TF32 (``torch.backends.cudnn.allow_tf32``, on by default), matmuls do not
+  (``torch.backends.cuda.matmul.allow_tf32``, off); ``--no_tf32`` turns both off for strict fp32. The setup records
+  both flags.
 * CPU: the resident set of a process only grows, so each (round, variant) runs in a fresh subprocess
   (``--child``), interleaved all the same; memory is the growth of that process's peak resident set
   (``ru_maxrss``) over its value just before the first step. It includes what the allocator keeps cached and, for
@@ -258,6 +261,7 @@ def summarise(args: argparse.Namespace, variants: list[str], results: dict[str, 
         "steps_per_round": args.steps, "warmup": args.warmup, "rounds": args.rounds, "device": device_name(device),
         "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
         "memory": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS growth, one subprocess per run",
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
     }
     return summary
 
@@ -280,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--lr", type=float, default=2.5e-4, help="backbone learning rate")
     parser.add_argument("--head_lr_mult", type=float, default=10.0)
+    parser.add_argument("--no_tf32", action="store_true", help="CUDA: strict fp32 (no TF32 convolutions or matmuls)")
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
@@ -288,6 +293,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     args.size, args.batch, args.classes = args.size or size, args.batch or batch, args.classes or classes
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if args.child:
         _child(args)
         return None
