@@ -15,6 +15,23 @@ os.environ.setdefault("WANDB_SILENT", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def tiny_digits_args(max_steps: int) -> list[str]:
+    """CLI overrides for a few-second digits fit on the CPU: 200 synthetic digits, batch 16, 2 % of the real digits
+    held out, one validation batch, no logger, no progress bar, no sanity check, ``max_steps`` steps."""
+    return [
+        "--data.init_args.n_synthetic", "200",
+        "--data.init_args.batch_size", "16",
+        "--data.init_args.target_split", "0.02",
+        "--data.init_args.source_val_fraction", "0.1",
+        "--trainer.max_steps", str(max_steps),
+        "--trainer.accelerator", "cpu",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.limit_val_batches", "1",
+    ]
+
+
 def write_png(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)

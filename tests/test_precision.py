@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tiny_digits_args
 
 from syn2real.losses import adversarial as adv
 from syn2real.losses import gan, output_space, self_training
@@ -64,18 +64,7 @@ def test_self_information_of_a_certain_fp16_prediction_is_zero_not_nan() -> None
     assert out.dtype == torch.float32 and torch.equal(out, torch.zeros_like(out))
 
 
-SMALL = [
-    "--data.init_args.n_synthetic", "200",
-    "--data.init_args.batch_size", "16",
-    "--data.init_args.target_split", "0.02",
-    "--data.init_args.source_val_fraction", "0.1",
-    "--trainer.max_steps", "3",
-    "--trainer.accelerator", "cpu",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.num_sanity_val_steps", "0",
-    "--trainer.limit_val_batches", "1",
-]
+SMALL = tiny_digits_args(max_steps=3)
 
 
 def test_dann_bf16_mixed_fit_through_the_cli(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tiny_digits_args
 
 from syn2real.cli import main
 from syn2real.methods import SourceOnly
@@ -41,16 +41,7 @@ def test_check_finite_names_term_step_method_and_checkpoint() -> None:
 
 SMALL = [
     "--config", str(REPO / "configs" / "digits" / "source_only.yaml"),
-    "--data.init_args.n_synthetic", "200",
-    "--data.init_args.batch_size", "16",
-    "--data.init_args.target_split", "0.02",
-    "--data.init_args.source_val_fraction", "0.1",
-    "--trainer.max_steps", "6",
-    "--trainer.accelerator", "cpu",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.num_sanity_val_steps", "0",
-    "--trainer.limit_val_batches", "1",
+    *tiny_digits_args(max_steps=6),
     "--checkpoint.monitor", "null",
     "--checkpoint.filename", "null",
     "--checkpoint.every_n_train_steps", "1",

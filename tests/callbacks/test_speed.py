@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tiny_digits_args
 
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.methods import ADDA, SourceOnly
@@ -54,12 +54,8 @@ def test_compiled_run_checkpoint_has_plain_keys_and_loads_uncompiled(tmp_path: P
     from syn2real.cli import main
 
     run = tmp_path / "run"
-    main(["fit", "--config", str(REPO / "configs" / "digits" / "source_only.yaml"),
-          "--data.init_args.n_synthetic", "200", "--data.init_args.batch_size", "16",
-          "--data.init_args.target_split", "0.02", "--data.init_args.source_val_fraction", "0.1",
-          "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
-          "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
-          "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(run),
+    main(["fit", "--config", str(REPO / "configs" / "digits" / "source_only.yaml"), *tiny_digits_args(max_steps=2),
+          "--trainer.default_root_dir", str(run),
           "--speed.channels_last", "true", "--speed.compile", "true", "--speed.compile_backend", "aot_eager"])
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]
