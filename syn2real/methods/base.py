@@ -28,7 +28,7 @@ from syn2real.models.heads import NetworkConfig, build_classifier
 
 __all__ = [
     "DAMethod", "OptimConfig", "average_gradients", "backward_local", "backward_step", "build_optimizer",
-    "clip_manual_gradients", "load_model_weights", "lr_lambda", "rank_mean", "step_schedulers",
+    "clip_manual_gradients", "global_mean_weight", "load_model_weights", "lr_lambda", "rank_mean", "step_schedulers",
 ]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -170,6 +170,16 @@ def rank_mean(module: L.LightningModule, value: torch.Tensor) -> torch.Tensor:
     if getattr(module._trainer, "world_size", 1) == 1:
         return value
     return module.trainer.strategy.reduce(value.detach().float().clone(), reduce_op="mean")
+
+
+def global_mean_weight(module: L.LightningModule, count: torch.Tensor) -> torch.Tensor:
+    """``count / mean over ranks of count`` for this rank's number of loss elements (kept samples, labelled pixels).
+
+    A loss that is a mean over this rank's ``count`` elements, times this weight, has DDP's averaged gradient of the
+    mean over the elements of the global batch, as in one process, instead of a mean of per-rank means; in one
+    process the weight is exactly 1 (0 when there are no elements)."""
+    count = count.float()
+    return count / rank_mean(module, count).clamp_min(1e-12)
 
 
 def _plain(value: Any) -> Any:

@@ -37,8 +37,8 @@ from syn2real.methods.base import (
     average_gradients,
     backward_local,
     build_optimizer,
+    global_mean_weight,
     load_model_weights,
-    rank_mean,
     step_schedulers,
 )
 from syn2real.methods.cycada import CyCADA, SourceTranslator
@@ -131,15 +131,9 @@ class SegmentationMixin:
         return loss * (self.global_pixel_weight(labels) if weight is None else weight)
 
     def global_pixel_weight(self, labels: torch.Tensor) -> torch.Tensor:
-        """n_r / mean over ranks of n_r, for the n_r labelled (not ignored) pixels of this rank's ``labels``.
-
-        A pixel loss is a mean over this rank's labelled pixels; DDP averages the ranks' gradients, so without this
-        factor the loss would be a mean of per-rank means, and a rank whose crops are mostly ignored (pseudo-labels,
-        GTA5's void) would weigh as much as one full of labels. Scaled by it, it is the mean over the labelled pixels
-        of the global batch, as in one process, where the factor is exactly 1 (one all-reduce of a number per call).
-        """
-        n = (labels != self.ignore_index).sum().float()
-        return n / rank_mean(self, n).clamp_min(1.0)
+        """:func:`~syn2real.methods.base.global_mean_weight` of this rank's labelled (not ignored) pixels: without it a
+        rank whose crops are mostly ignored (pseudo-labels, GTA5's void) would weigh as much as one full of labels."""
+        return global_mean_weight(self, (labels != self.ignore_index).sum())
 
     @staticmethod
     def pixel_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

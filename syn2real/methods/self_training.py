@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from syn2real.adversarial.base import Augmentation
 from syn2real.callbacks.pseudo_labels import PseudoLabelRounds, RoundConfig
 from syn2real.losses.self_training import mrkld_loss, soft_cross_entropy
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, load_model_weights, rank_mean
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, global_mean_weight, load_model_weights
 from syn2real.models.heads import NetworkConfig
 
 __all__ = ["SelfTraining"]
@@ -112,11 +112,8 @@ class SelfTraining(DAMethod):
         else:
             per_sample = F.cross_entropy(logits_t, labels.clamp_min(0), reduction="none")
             ce_t = torch.where(kept, per_sample, torch.zeros_like(per_sample)).sum() / kept.sum().clamp_min(1)
-        # The target terms are means over this rank's kept samples; under DDP (gradients averaged over ranks) rank r's
-        # weighs n_r / mean(n), so that they are means over the kept samples of the global batch, as in one process
-        # (where the factor is 1), not means of per-rank means.
-        n_kept = kept.sum().float()
-        scale = n_kept / rank_mean(self, n_kept).clamp_min(1e-12)
+        # the target terms are means over this rank's kept samples: weighted to means over the global batch's
+        scale = global_mean_weight(self, kept.sum())
         loss = self.source_weight * ce_s + self.target_weight * scale * ce_t
         out = {"source_ce": ce_s, "pseudo_ce": ce_t, "pseudo_kept": kept_fraction}
         if self.variant == "mrkld":

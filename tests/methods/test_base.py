@@ -11,7 +11,7 @@ from conftest import make_class_tree
 from syn2real.adversarial.base import Augmentation
 from syn2real.data.datamodule import DomainPairDataModule, DomainSpec
 from syn2real.methods import OptimConfig, SourceOnly
-from syn2real.methods.base import lr_lambda
+from syn2real.methods.base import global_mean_weight, lr_lambda
 from syn2real.models.heads import NetworkConfig
 
 
@@ -114,3 +114,24 @@ def test_source_only_learns_and_evaluates_target(tmp_path: Path) -> None:
     assert metrics["target/validator/infomax"].item() > 0.5
     assert metrics["target/validator/snd"].item() > 0.0
     assert method.last_confusion["target"].sum().item() == 18
+
+
+def test_global_mean_weight_turns_per_rank_means_into_the_global_mean() -> None:
+    """Two ranks with 3 and 1 loss elements (values 1, 2, 3 | 10): DDP averages the weighted per-rank means, which must
+    give the mean over all 4 elements, 4.0; one rank with a single element and the other none still works."""
+    from types import SimpleNamespace
+
+    def rank(counts: list[int], r: int) -> SimpleNamespace:
+        mean = torch.tensor(sum(counts) / len(counts))
+        strategy = SimpleNamespace(reduce=lambda value, reduce_op: mean)
+        trainer = SimpleNamespace(world_size=len(counts), strategy=strategy)
+        return SimpleNamespace(_trainer=trainer, trainer=trainer)
+
+    values = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0])]
+    weighted = [global_mean_weight(rank([3, 1], r), torch.tensor(len(v))) * v.mean() for r, v in enumerate(values)]
+    assert float(sum(weighted) / 2) == pytest.approx(4.0)
+    assert float(global_mean_weight(rank([1, 0], 0), torch.tensor(1))) == 2.0
+    assert float(global_mean_weight(rank([1, 0], 1), torch.tensor(0))) == 0.0
+    single = SimpleNamespace(_trainer=SimpleNamespace(world_size=1))
+    assert float(global_mean_weight(single, torch.tensor(7))) == 1.0
+    assert float(global_mean_weight(single, torch.tensor(0))) == 0.0
