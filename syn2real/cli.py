@@ -19,29 +19,83 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from syn2real.callbacks.checkpoint import AtomicCheckpointIO, ResumeRNG, RunCheckpoint
+from syn2real.callbacks.checkpoint import AtomicCheckpointIO, ResumeOverrides, ResumeRNG, RunCheckpoint, load_checkpoint_file
 from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
+from syn2real.run_dir import RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
 
 __all__ = ["Syn2RealCLI", "main"]
 
 
+EVALUATIONS = ("validate", "test", "predict")
+EVAL_DIR_ENV = "SYN2REAL_EVAL_DIR"  # the evaluation directory rank 0 chose, inherited by the processes it launches
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """``config.yaml`` of the command in its records directory; the one a resumed fit replaces is moved to
+    ``config_history/`` first, so every command's config survives."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if not self.already_saved and self.save_to_log_dir:
+            log_dir = trainer.log_dir  # a broadcast: every rank asks
+            if trainer.is_global_zero and log_dir is not None:
+                archive_file(os.path.join(log_dir, self.config_filename))
+        super().setup(trainer, pl_module, stage)
+
+
+def _external_launch() -> bool:
+    """Started as one of several processes by an outside launcher (torchrun, srun), which start every rank at once;
+    Lightning's own DDP launcher instead starts ranks > 0 from rank 0, which passes them its choices."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    tasks = os.environ.get("SLURM_NTASKS", "1")
+    return ("RANK" in os.environ and world.isdigit() and int(world) > 1) or (tasks.isdigit() and int(tasks) > 1)
+
+
+def _launch_rank() -> int:
+    """This process's rank as set by a launcher before any process group exists; 0 for a plain start."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def _explicit_model_keys(args: list[str]) -> list[str]:
+    """The ``--model.*`` keys written on the command line (not in a config file)."""
+    keys = []
+    for arg in args:
+        if arg.startswith("--model.") or arg.startswith("--model="):
+            keys.append(arg[2:].split("=", 1)[0])
+    return keys
+
+
 class Syn2RealCLI(LightningCLI):
-    """LightningCLI with syn2real's run-directory conventions (unknown keys still fail loudly)."""
+    """LightningCLI with syn2real's run-directory conventions (unknown keys still fail loudly).
+
+    Records: ``fit`` writes into ``trainer.default_root_dir`` and refuses one that holds an earlier run's results
+    unless it resumes it; ``validate``/``test``/``predict`` write into ``<run>/eval/<stage>-<time>`` (or
+    ``--eval_name``). Resume: ``--ckpt_path last`` (an error when there is nothing to resume), ``--ckpt_path auto``
+    (resume if there is a checkpoint, else start), or a file; a fit resumes with the values of this command
+    (:class:`~syn2real.callbacks.checkpoint.ResumeOverrides`), an evaluation builds the checkpoint's model except for
+    ``--model.*`` values given on the command line.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         import syn2real.data  # noqa: F401  (register datamodules for class_path resolution)
         import syn2real.methods  # noqa: F401
 
+        given = kwargs.get("args")
+        self._argv = [str(a) for a in given] if isinstance(given, (list, tuple)) else sys.argv[1:]
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
@@ -55,6 +109,44 @@ class Syn2RealCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
         parser.add_lightning_class_args(SpeedOptions, "speed")
+        parser.add_argument(
+            "--eval_name", type=Optional[str], default=None,
+            help="validate/test/predict: write this evaluation's records to <run>/eval/<eval_name> (default: "
+                 "<stage>-<YYYYmmdd-HHMMSS>); the training run's own files are never touched",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """A checkpoint file given to ``--ckpt_path``: read with errors naming it; for ``fit`` the command's config is
+        used as given (differences are reported at restore), for an evaluation the checkpoint's hyper-parameters build
+        the model, except the ``--model.*`` values written on the command line."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "best", "auto", "hpc"):
+            return
+        if not Path(ckpt_path).is_file():
+            raise RunDirectoryError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        checkpoint = load_checkpoint_file(ckpt_path, require=("state_dict",))
+        if subcommand == "fit":
+            return
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        explicit = _explicit_model_keys(self._argv)
+        if not hparams or "model" in explicit or "model.class_path" in explicit:
+            return  # no saved hyper-parameters, or the user named the model class: the command's model config
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        given = self.config[subcommand].clone()
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        for key in explicit:
+            for candidate in (key, key.replace("model.", "model.init_args.", 1)):
+                try:
+                    value = given[candidate]
+                except (KeyError, TypeError):
+                    continue
+                self.config[subcommand][candidate] = value
+                break
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -62,15 +154,69 @@ class Syn2RealCLI(LightningCLI):
         # known before the trainer exists, so `--ckpt_path last` finds <root>/checkpoints/last.ckpt
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        self._resolve_resume(config)
+        if self.subcommand == "fit":
+            if config.get("eval_name") is not None:
+                raise RunDirectoryError("--eval_name names an evaluation's directory (validate/test/predict); a fit "
+                                        "writes into --trainer.default_root_dir")
+            if config.get("ckpt_path") is None:
+                refuse_overwrite(root, config.checkpoint.dirpath, config.metrics.filename)
+        elif self.subcommand in EVALUATIONS:
+            root = self._evaluation_root(root, config)
+            config.trainer.default_root_dir = root
         logger = config.trainer.logger
         for entry in logger if isinstance(logger, list) else [logger]:
             init_args = getattr(entry, "init_args", None)
             if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger"):
-                if init_args.save_dir is None:
+                if init_args.save_dir is None or self.subcommand in EVALUATIONS:
                     init_args.save_dir = str(root)
                 # a resumed fit logs into the W&B run it continues (id kept in <root>/wandb_run_id)
                 if self.subcommand == "fit" and config.get("ckpt_path") is not None:
                     init_args.continue_run = True
+
+    def _resolve_resume(self, config: Any) -> None:
+        """``--ckpt_path auto`` becomes ``last`` when a last checkpoint exists, else nothing; ``last`` with nothing to
+        resume is an error instead of Lightning's warning and a silent fresh start."""
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path not in ("last", "auto"):
+            return
+        found = find_last_checkpoint(config.checkpoint.dirpath)
+        if ckpt_path == "auto":
+            config.ckpt_path = "last" if found is not None else None
+            if found is None:
+                print(f"--ckpt_path auto: no checkpoint in {config.checkpoint.dirpath}, starting a new run",
+                      file=sys.stderr)
+        elif found is None:
+            raise RunDirectoryError(
+                f"--ckpt_path last: no last checkpoint in {config.checkpoint.dirpath} (expected last.ckpt, written "
+                "by --checkpoint.save_last and --checkpoint.every_n_train_steps N); check --trainer.default_root_dir, "
+                "or use --ckpt_path auto to resume when there is a checkpoint and start afresh when there is none"
+            )
+
+    def _evaluation_root(self, run_dir: str, config: Any) -> str:
+        """The directory of this evaluation's records (see :mod:`syn2real.run_dir`), the same in every process."""
+        chosen = os.environ.get(EVAL_DIR_ENV)
+        if chosen:
+            return chosen
+        name = config.get("eval_name")
+        if _external_launch():
+            if name is None:
+                raise RunDirectoryError(
+                    f"{self.subcommand} under a multi-process launcher (torchrun, srun): give --eval_name so that "
+                    "every process writes into the same evaluation directory"
+                )
+            if _launch_rank() != 0:
+                return str(Path(run_dir) / "eval" / name)
+        target = str(evaluation_dir(run_dir, self.subcommand, name))
+        os.environ[EVAL_DIR_ENV] = target  # processes launched from here (Lightning's DDP launcher) inherit it
+        print(f"syn2real {self.subcommand}: records of this evaluation go to {target}", file=sys.stderr)
+        return target
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:  # only the processes this command launched inherit its evaluation directory
+            os.environ.pop(EVAL_DIR_ENV, None)
 
     def after_fit(self) -> None:
         """Evaluate the final weights when training stopped after the last validation (e.g. ``max_steps``
@@ -90,8 +236,9 @@ class Syn2RealCLI(LightningCLI):
         config["plugins"] = plugins
         configured = config.get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]
-        if not any(isinstance(c, ResumeRNG) for c in [*callbacks, *configured]):
-            callbacks = [*callbacks, ResumeRNG()]
+        for extra in (ResumeRNG, ResumeOverrides):
+            if not any(isinstance(c, extra) for c in [*callbacks, *configured]):
+                callbacks = [*callbacks, extra()]
         return super()._instantiate_trainer(config, callbacks)
 
 

@@ -38,10 +38,34 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, check: boo
 CONFIG = str(REPO / "configs" / "digits" / "source_only.yaml")
 
 
+def run_cli_parallel(*commands: list[str], cwd: Path, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
+    """Independent ``syn2real`` commands side by side (they share no files); each must succeed."""
+    full_env = {**os.environ, **(env or {})}
+    procs = [subprocess.Popen([sys.executable, "-m", "syn2real.cli", *args], cwd=cwd, env=full_env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
+    done = []
+    for args, proc in zip(commands, procs):
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise AssertionError(f"syn2real {' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}")
+        done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return done
+
+
+TESTS = Path(__file__).resolve().parent
+
+
 @pytest.mark.slow
 def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run), cwd=tmp_path)
+    probe = tmp_path / "probe.json"
+    env = {"PYTHONPATH": os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)}
+    # every 3 steps a last.ckpt, although the monitored source/acc only exists after the first validation (step 6)
+    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run),
+            "--checkpoint.every_n_train_steps", "3",
+            "--trainer.callbacks+=ckpt_probe.LastCheckpointProbe", "--trainer.callbacks.step=4",
+            f"--trainer.callbacks.out={probe}", cwd=tmp_path, env=env)
+    assert json.loads(probe.read_text())["last_ckpt_step"] == 3  # Lightning alone: none before the validation
 
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ["target/acc", "target/acc_class_mean", "target/ece", "source/acc"]:
@@ -60,31 +84,54 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert offline_runs and list(offline_runs[0].glob("*.wandb"))
 
-    # resume with `--ckpt_path last` (resolved in <run>/checkpoints) and train further
-    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir", str(run),
-            "--ckpt_path", "last", cwd=tmp_path)
+    # a new fit into the same directory would overwrite the run's records: refused
+    before = (run / "metrics.json").read_bytes()
+    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "already holds a run" in proc.stderr
+    assert (run / "metrics.json").read_bytes() == before
+
+    # resume with `--ckpt_path last` (resolved in <run>/checkpoints), train further with a lower lr: the command's
+    # lr reaches the restored optimiser, the log says what changed, the replaced config is kept
+    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir",
+                   str(run), "--checkpoint.every_n_train_steps", "3", "--ckpt_path", "last",
+                   "--model.init_args.optim.lr", "0.0001", cwd=tmp_path)
+    assert "optim.lr: 0.001 -> 0.0001" in proc.stdout + proc.stderr
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 18
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 18
+    assert {g["lr"] for g in resumed["optimizer_states"][0]["param_groups"]} == {0.0001}
+    assert "lr: 0.0001" in (run / "config.yaml").read_text()
+    assert ["lr: 0.001" in p.read_text() for p in (run / "config_history").iterdir()] == [True]
     # ... logging into the same W&B run
     run_ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
     assert run_ids == {(run / "wandb_run_id").read_text().strip()}, run_ids
 
-    # test from the checkpoint: same numbers twice, stable names, stage recorded
-    test_dir = tmp_path / "test"
-    args = ["test", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
-            "--trainer.default_root_dir", str(test_dir)]
-    run_cli(*args, cwd=tmp_path)
-    first = json.loads((test_dir / "metrics.json").read_text())
-    run_cli(*args, cwd=tmp_path)
-    second = json.loads((test_dir / "metrics.json").read_text())
-    assert first["stage"] == "test" and first["target/acc"] == second["target/acc"]
-
-    run_cli("predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
-            "--trainer.default_root_dir", str(tmp_path / "pred"), cwd=tmp_path)
-    rows = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
+    # evaluations of the run (the README's command: the run's own directory) write their own records, twice the
+    # same numbers, and leave the training's metrics, config and W&B run id untouched
+    records = {name: (run / name).read_bytes() for name in ("metrics.json", "config.yaml", "wandb_run_id")}
+    test_args = ["test", "--config", CONFIG, *SMALL, "--ckpt_path", "last", "--trainer.default_root_dir", str(run)]
+    first, _, pred = run_cli_parallel(
+        test_args, [*test_args, "--trainer.logger", "false"],
+        ["predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
+         "--trainer.default_root_dir", str(run), "--eval_name", "pred", "--model.init_args.optim.weight_decay", "0.25"],
+        cwd=tmp_path)
+    assert records == {name: (run / name).read_bytes() for name in records}
+    tests = sorted((run / "eval").glob("test-*"))
+    assert len(tests) == 2 and any(str(d) in first.stderr for d in tests)
+    results = [json.loads((d / "metrics.json").read_text()) for d in tests]
+    assert results[0]["stage"] == results[1]["stage"] == "test"
+    assert results[0]["target/acc"] == results[1]["target/acc"]
+    # an evaluation builds the checkpoint's model (its lr, not the config file's), except values on the command line
+    pred_config = (run / "eval" / "pred" / "config.yaml").read_text()
+    assert "lr: 0.0001" in pred_config and "weight_decay: 0.25" in pred_config
+    assert f"predictions written to {run / 'eval' / 'pred' / 'predictions.csv'}" in pred.stdout
+    rows = (run / "eval" / "pred" / "predictions.csv").read_text().splitlines()
     assert rows[0] == "path,pred,class,confidence"
     assert len(rows) == 1 + 4500  # the unlabelled target training pool (90% of the 5,000 real digits)
-    path, pred, name, conf = rows[1].split(",")
-    assert Path(path).is_file() and name == pred and 0.0 < float(conf) <= 1.0
+    path, pred_id, name, conf = rows[1].split(",")
+    assert Path(path).is_file() and name == pred_id and 0.0 < float(conf) <= 1.0
+    # the training's records still serve the model-selection study
+    assert run_cli("aggregate", "--selection", str(run / "metrics.json"), cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.slow

@@ -76,7 +76,9 @@ class MetricsJSON(L.Callback):
             data.update(summary())
         path = Path(trainer.default_root_dir) / self.filename
         write_json_atomic(data, path)
-        if self.print_summary:
+        # a fit that stopped after its last evaluation is evaluated once more by the CLI, which prints the table
+        evaluated_last = getattr(trainer.lightning_module, "last_eval_step", trainer.global_step) == trainer.global_step
+        if self.print_summary and (stage != "fit" or evaluated_last or trainer.interrupted):
             self._print(metrics, stage, path)
 
     @staticmethod
@@ -84,16 +86,18 @@ class MetricsJSON(L.Callback):
         from rich.console import Console
         from rich.table import Table
 
+        console = Console()
+        shown = {k: v for k, v in metrics.items() if v is not None and "/acc_class/" not in k and "/iou/" not in k}
+        if not shown:
+            console.print(f"metrics written to {path}")
+            return
         table = Table(title=f"syn2real {stage}: final metrics")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        for key in sorted(metrics):
-            value = metrics[key]
-            if "/acc_class/" in key or "/iou/" in key or value is None:
-                continue
+        for key in sorted(shown):
+            value = shown[key]
             rate = any(t in key for t in ("/acc", "/flip", "/teacher_acc", "/miou", "/pixel_acc"))
             table.add_row(key, f"{100 * value:.2f} %" if rate else f"{value:.4f}")
-        console = Console()
         console.print(table)
         console.print(f"metrics written to {path}")
 

@@ -90,3 +90,7 @@ class PredictionsCSV(BasePredictionWriter):
         if self._file is not None:
             self._file.close()
             self._file = self._writer = None
+            if trainer.is_global_zero:
+                maps = Path(trainer.default_root_dir) / "predictions"
+                extra = f" (label maps in {maps})" if maps.is_dir() else ""
+                print(f"predictions written to {self._path}{extra}", flush=True)

@@ -40,7 +40,20 @@ def last_good_checkpoint(trainer: Any) -> str | None:
 
 
 def _describe(checkpoint: str | None) -> str:
-    return f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+    """Names the last checkpoint as good only after checking on disk that every floating-point tensor of its weights
+    and buffers is finite (a BatchNorm ``running_var`` can turn inf steps before a loss does)."""
+    if not checkpoint:
+        return "no checkpoint was written before it"
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state_dict", {})
+    except Exception as err:  # noqa: BLE001 - only describing; the training error is what is raised
+        return f"the last checkpoint {checkpoint} cannot be read ({type(err).__name__}), so no good checkpoint is known"
+    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        return (f"the last checkpoint {checkpoint} is not good either ('{bad}' holds NaN/inf): restart from an "
+                "earlier checkpoint or from scratch")
+    return f"the last good checkpoint is {checkpoint} (weights and buffers checked finite)"
 
 
 def _distributed() -> bool:
