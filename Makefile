@@ -21,10 +21,12 @@ install: $(STAMP)
 
 # The embedded benchmark, synthetic font digits -> real MNIST: source-only, then CDAN+E (the best method in
 # docs/results.md), side by side (~7 min on 2 CPU cores).
+# Each demo writes into a directory of its own (runs/demo/<time>/), so an earlier demo's records are kept.
+DEMO_DIR := runs/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: install
-	$(BIN)/syn2real fit --config configs/digits/source_only.yaml --trainer.default_root_dir runs/demo/source_only
-	$(BIN)/syn2real fit --config configs/digits/cdan.yaml --trainer.default_root_dir runs/demo/cdan
-	$(BIN)/syn2real compare source-only=runs/demo/source_only/metrics.json CDAN+E=runs/demo/cdan/metrics.json
+	$(BIN)/syn2real fit --config configs/digits/source_only.yaml --trainer.default_root_dir $(DEMO_DIR)/source_only
+	$(BIN)/syn2real fit --config configs/digits/cdan.yaml --trainer.default_root_dir $(DEMO_DIR)/cdan
+	$(BIN)/syn2real compare source-only=$(DEMO_DIR)/source_only/metrics.json CDAN+E=$(DEMO_DIR)/cdan/metrics.json
 
 test: install
 	$(BIN)/python -m pytest -ra
@@ -35,10 +37,11 @@ test-fast: install
 # Every digits result of docs/results.md: 3 seeds per method, stages chained through checkpoints
 # (source-only -> ADDA / self-training / CyCADA pixel -> CyCADA feature; DANN, CDAN -> self-training), then the
 # mean ± std tables.
-# Finished runs (with metrics.json) are skipped, so an interrupted `make results` continues.
+# Finished runs (with metrics.json) are skipped, and a run interrupted after its first checkpoint resumes from it
+# (`--ckpt_path auto`), so an interrupted `make results` continues.
 SEEDS ?= 0 1 2
 R := runs/results
-FIT = $(BIN)/syn2real fit --trainer.enable_progress_bar false
+FIT = $(BIN)/syn2real fit --trainer.enable_progress_bar false --ckpt_path auto
 define fit_seeds
 	for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
 	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3) || exit 1; done
