@@ -164,3 +164,17 @@ def test_low_light_enhance_as_a_preprocessing_stage(enlighten_ckpt: Path) -> Non
         LowLightEnhance("missing.ckpt")
     with pytest.raises(ValueError, match="unknown albumentations transform"):
         build_transform([{"name": "syn2real.enhance.Nope"}])
+
+
+def test_empty_input_folder_is_an_error_naming_it(enlighten_ckpt: Path, tmp_path: Path) -> None:
+    from syn2real.enhance import main
+
+    empty = tmp_path / "night"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match=r"night contains no image files .*\.png, \.jpg"):
+        enhance_folder(enlighten_ckpt, empty, tmp_path / "out", progress=False)
+    with pytest.raises(SystemExit) as exit_info:  # was "enhanced 0" and status 0
+        main(["--ckpt", str(enlighten_ckpt), "--input", str(empty), "--output", str(tmp_path / "out"), "--no_progress"])
+    assert "syn2real enhance: --input" in str(exit_info.value.code) and str(empty) in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists()
