@@ -269,17 +269,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("unreadable images (not enhanced): " + ", ".join(summary.failed[:20]), file=sys.stderr)
         sys.exit(1)
     if args.reference:
-        _report(args.input, args.reference, args.output, args.figure)
+        _report(args.input, args.reference, args.output, args.figure, progress=not args.no_progress)
 
 
-def _report(low: str, reference: str, output: str, figure: str | None) -> None:
-    """Score outputs and baselines against the references; table, ``enhance_eval.json``, optional figure."""
+def _report(low: str, reference: str, output: str, figure: str | None, progress: bool = True) -> None:
+    """Score outputs and baselines against the references (a progress bar over the images unless ``progress`` is
+    False); table, ``enhance_eval.json``, optional figure."""
     from rich.console import Console
     from rich.table import Table
 
     from syn2real.metrics.enhancement import evaluate_folders, example_figure
 
-    scores = evaluate_folders(low, reference, {"enlightengan": output})
+    scores = evaluate_folders(low, reference, {"enlightengan": output}, progress=progress)
     per_image = {name: s.pop("per_image") for name, s in scores.items()}
     write_json_atomic(scores, Path(output) / "enhance_eval.json")  # mean ± std over images, per method
     write_json_atomic(per_image, Path(output) / "enhance_eval_per_image.json")

@@ -178,3 +178,33 @@ def test_empty_input_folder_is_an_error_naming_it(enlighten_ckpt: Path, tmp_path
         main(["--ckpt", str(enlighten_ckpt), "--input", str(empty), "--output", str(tmp_path / "out"), "--no_progress"])
     assert "syn2real enhance: --input" in str(exit_info.value.code) and str(empty) in str(exit_info.value.code)
     assert not (tmp_path / "out").exists()
+
+
+def test_scoring_against_references_shows_progress_unless_no_progress(
+    enlighten_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tqdm.auto
+
+    from syn2real.enhance import main
+
+    bars: list[tuple[str, tqdm.auto.tqdm]] = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append((kwargs.get("desc", ""), self))
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    low, ref = tmp_path / "low", tmp_path / "reference"
+    for i in range(3):
+        write_png(ref / f"{i}.png", np.full((16, 16, 3), 120, np.uint8))
+        write_png(low / f"{i}.png", _dark(i, 16, 16))
+    args = ["--ckpt", str(enlighten_ckpt), "--input", str(low), "--output", str(tmp_path / "out"), "--device", "cpu",
+            "--reference", str(ref)]
+    main(args)
+    scoring = [b for desc, b in bars if desc == "scoring"]
+    assert len(scoring) == 1 and scoring[0].total == scoring[0].n == 3
+    bars.clear()
+    main([*args, "--no_progress"])
+    scoring = [b for desc, b in bars if desc == "scoring"]
+    assert len(scoring) == 1 and scoring[0].disable
