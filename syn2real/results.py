@@ -127,8 +127,10 @@ def _print_selection(files: Sequence[str]) -> None:
 
     result = selection_study(files)
     table = Table(title=f"model selection over the epochs of {len(files)} runs (target accuracy of the chosen epoch)")
-    for col in ("criterion", "chosen target acc", "regret vs best epoch", "Spearman vs target acc", "runs"):
-        table.add_column(col, justify="left" if col == "criterion" else "right")
+    # criterion names in full (the three validators differ only after "target/validator/"); the numbers give way
+    table.add_column("criterion", no_wrap=True, min_width=max(len(c) for c in ["criterion", *result]))
+    for col in ("chosen target acc", "regret vs best epoch", "Spearman vs target acc", "runs"):
+        table.add_column(col, justify="right")
     for crit, v in result.items():
         table.add_row(crit, f"{100 * v['chosen_acc']:.2f} %", f"{100 * v['regret']:.2f} pts",
                       f"{v['spearman']:.2f}", str(v["runs"]))

@@ -90,3 +90,16 @@ def test_aggregate_leaves_out_null_per_class_values(tmp_path: Path, capsys: pyte
     main([*files, "--all"])
     assert "(2 of 3 runs)" in capsys.readouterr().out
     assert "target/acc_class/c" not in aggregate(files[:1])  # null everywhere: no value
+
+
+def test_selection_table_shows_full_criterion_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syn2real.results import SELECTION_CRITERIA, main
+
+    monkeypatch.setenv("COLUMNS", "80")  # an 80-column terminal cut all three to "target/validat…"
+    hist = [{"epoch": i, "target/acc": 0.7 + 0.01 * i, **{c: float(i) for c in SELECTION_CRITERIA}} for i in range(3)]
+    main(["--selection", write(tmp_path / "m.json", {"eval_history": hist})])
+    out = capsys.readouterr().out
+    for name in SELECTION_CRITERIA:
+        assert name in out
