@@ -82,3 +82,20 @@ def _first_format(tmp_path: Path) -> Path:
     path = tmp_path / "old.pt"
     torch.save({"state_dict": export_main_bn(model).state_dict(), "network": dataclasses.asdict(NET)}, path)
     return path
+
+
+def test_segmentation_network_round_trip(tmp_path: Path) -> None:
+    from syn2real.export import export_payload
+    from syn2real.io import atomic_torch_save
+    from syn2real.models.segmentation import SegNetworkConfig, build_segmenter
+
+    cfg = SegNetworkConfig(backbone="resnet18", num_classes=3, head="fcn", fcn_channels=8)
+    torch.manual_seed(0)
+    original = build_segmenter(cfg).eval()
+    atomic_torch_save(export_payload(original, cfg, ["road", "car", "sky"], [{"name": "Normalize"}], (3, 32, 32)),
+                      tmp_path / "seg.pt")
+    net, info = load_exported(tmp_path / "seg.pt")
+    x = info.preprocess(torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
+    assert info.task == "segmentation" and info.mean == (0.485, 0.456, 0.406)  # albumentations' default Normalize
+    with torch.no_grad():
+        assert torch.equal(net(x), original(x))
