@@ -196,7 +196,8 @@ def adda_target_loss(d_target_logits: torch.Tensor) -> torch.Tensor:
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy H(p) = −Σ_c p_c log p_c over dim 1 (natural log, 0·log 0 = 0), as in CDAN+E:
-    (N, C[, ...]) -> (N[, ...]); float64 in -> float64 out, float32 and half precision (computed in float32) -> float32."""
+    (N, C[, ...]) -> (N[, ...]); float64 in -> float64 out; float32 and half precision (computed in float32) -> float32.
+    """
     if probs.ndim < 2:
         raise ValueError(f"entropy: probs must have shape (N, C) or (N, C, ...), got {tuple(probs.shape)}")
     if probs.dtype not in (torch.float32, torch.float64):  # fp16/bf16 (log of small p underflows) and integers

@@ -12,7 +12,7 @@ __all__ = ["expected_calibration_error", "fit_temperature", "plot_reliability", 
 
 def _bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(bin index, confidence, correctness) per sample, in float32, with torchmetrics' binning: edges
-    ``linspace(0, 1, n_bins + 1)``, bin k = [edge_k, edge_k+1), and confidence exactly 1.0 in an extra bin ``n_bins``."""
+    ``linspace(0, 1, n_bins + 1)``, bin k = [edge_k, edge_k+1), confidence exactly 1.0 in an extra bin ``n_bins``."""
     if probs.ndim != 2 or labels.shape != probs.shape[:1]:
         raise ValueError(f"expected probs (N, C) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
     if int(n_bins) < 1:
