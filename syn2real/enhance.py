@@ -6,7 +6,8 @@ Every image under ``--input`` is enhanced and written to the same relative path 
 outputs that exist are skipped, so an interrupted run resumes). Large images are processed in tiles of ``--tile``
 pixels: each tile is run with ``--overlap`` pixels of real image context on every side and only its centre is kept,
 so memory is bounded by the tile size while seams match the whole-image result (tiles start on the generator's
-pooling grid). Unreadable images are reported by name and skipped; the command then exits with status 1.
+pooling grid). Unreadable images are reported by name and skipped; the command then exits with status 1, as it does
+at once for an ``--input`` without image files.
 
 With ``--reference DIR`` (clean originals of the inputs, same relative names, e.g. ``test/reference`` of
 ``data_prep/lowlight.py``) the command also scores the outputs and the baselines (dark input, adaptive gamma,
@@ -145,12 +146,17 @@ def enhance_folder(
         raise ValueError(f"--output {out_root} must not be --input {root} or inside it")
     if tile < 16 or overlap < 0:
         raise ValueError(f"--tile must be >= 16 and --overlap >= 0, got {tile}, {overlap}")
-    dev = resolve_device(device)
-    generator = load_enhancer(ckpt).to(dev)
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
         key=lambda p: natural_key(str(p.relative_to(root))),
     )
+    if not files:
+        raise FileNotFoundError(
+            f"--input {root} contains no image files (searched recursively for {', '.join(IMAGE_EXTENSIONS)}); "
+            "give the folder of the low-light images to enhance"
+        )
+    dev = resolve_device(device)
+    generator = load_enhancer(ckpt).to(dev)
     summary = EnhanceSummary()
     todo = []
     for src in files:
@@ -251,25 +257,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--figure", help="with --reference: write a PNG of example rows here")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    summary = enhance_folder(
-        args.ckpt, args.input, args.output, args.tile, args.overlap, args.device, args.overwrite, not args.no_progress
-    )
+    try:
+        summary = enhance_folder(
+            args.ckpt, args.input, args.output, args.tile, args.overlap, args.device, args.overwrite,
+            not args.no_progress,
+        )
+    except FileNotFoundError as err:  # a missing or empty --input, a missing --ckpt: the message says what to give
+        raise SystemExit(f"syn2real enhance: {err}") from err
     print(f"enhanced {summary.enhanced}, skipped (already done) {summary.skipped}, failed {len(summary.failed)} -> {args.output}")
     if summary.failed:
         print("unreadable images (not enhanced): " + ", ".join(summary.failed[:20]), file=sys.stderr)
         sys.exit(1)
     if args.reference:
-        _report(args.input, args.reference, args.output, args.figure)
+        _report(args.input, args.reference, args.output, args.figure, progress=not args.no_progress)
 
 
-def _report(low: str, reference: str, output: str, figure: str | None) -> None:
-    """Score outputs and baselines against the references; table, ``enhance_eval.json``, optional figure."""
+def _report(low: str, reference: str, output: str, figure: str | None, progress: bool = True) -> None:
+    """Score outputs and baselines against the references (a progress bar over the images unless ``progress`` is
+    False); table, ``enhance_eval.json``, optional figure."""
     from rich.console import Console
     from rich.table import Table
 
     from syn2real.metrics.enhancement import evaluate_folders, example_figure
 
-    scores = evaluate_folders(low, reference, {"enlightengan": output})
+    scores = evaluate_folders(low, reference, {"enlightengan": output}, progress=progress)
     per_image = {name: s.pop("per_image") for name, s in scores.items()}
     write_json_atomic(scores, Path(output) / "enhance_eval.json")  # mean ± std over images, per method
     write_json_atomic(per_image, Path(output) / "enhance_eval_per_image.json")

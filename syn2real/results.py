@@ -31,7 +31,8 @@ def _flatten(record: dict, prefix: str = "") -> dict:
 
 
 def aggregate(paths: Sequence[str | Path]) -> dict[str, tuple[float, float, int]]:
-    """``{metric: (mean, sample std, n)}`` over the numeric entries the files share."""
+    """``{metric: (mean, sample std, n)}`` over the numeric entries the files share; ``null`` values (e.g. the
+    accuracy of a class absent from a run's labels) are left out, so ``n`` counts the runs where it is defined."""
     if not paths:
         raise ValueError("no metrics.json files given")
     runs = []
@@ -45,8 +46,8 @@ def aggregate(paths: Sequence[str | Path]) -> dict[str, tuple[float, float, int]
             "spatial/max_angle", "spatial/max_shift", "calibration/n_fit", "calibration/n_eval", "calibration/n_bins"}
     out: dict[str, tuple[float, float, int]] = {}
     for key in sorted(keys - skip):
-        values = [r[key] for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        values = [r[key] for r in runs if r[key] is not None]
+        if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             out[key] = (statistics.fmean(values), std, len(values))
     return out
@@ -126,8 +127,10 @@ def _print_selection(files: Sequence[str]) -> None:
 
     result = selection_study(files)
     table = Table(title=f"model selection over the epochs of {len(files)} runs (target accuracy of the chosen epoch)")
-    for col in ("criterion", "chosen target acc", "regret vs best epoch", "Spearman vs target acc", "runs"):
-        table.add_column(col, justify="left" if col == "criterion" else "right")
+    # criterion names in full (the three validators differ only after "target/validator/"); the numbers give way
+    table.add_column("criterion", no_wrap=True, min_width=max(len(c) for c in ["criterion", *result]))
+    for col in ("chosen target acc", "regret vs best epoch", "Spearman vs target acc", "runs"):
+        table.add_column(col, justify="right")
     for crit, v in result.items():
         table.add_row(crit, f"{100 * v['chosen_acc']:.2f} %", f"{100 * v['regret']:.2f} pts",
                       f"{v['spearman']:.2f}", str(v["runs"]))
@@ -204,11 +207,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = Table(title=f"mean ± std over {len(args.files)} runs")
     table.add_column("metric")
     table.add_column("mean ± std", justify="right")
-    for key, (mean, std, _) in result.items():
+    for key, (mean, std, n) in result.items():
         if "/acc_class/" in key and not args.all:
             continue
         scale, unit = (100.0, " %") if _is_rate(key) else (1.0, "")
-        table.add_row(key, f"{scale * mean:.2f} ± {scale * std:.2f}{unit}")
+        runs = f" ({n} of {len(args.files)} runs)" if n < len(args.files) else ""
+        table.add_row(key, f"{scale * mean:.2f} ± {scale * std:.2f}{unit}{runs}")
     Console().print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({k: {"mean": m, "std": s, "n": n} for k, (m, s, n) in result.items()}, indent=2))

@@ -31,7 +31,7 @@ import os
 import sys
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,59 +199,39 @@ def evaluate_robustness(
     unavailable: dict[str, str] = {}
     logits_all, labels_all = [], []
     angles, shifts = spatial_grid(max_angle=max_angle, max_shift=max_shift)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1 (or None for the whole set), got {max_images}")
+    spatial = max_angle > 0 or max_shift > 0
+    # one progress step per piece of work on a batch, counted when it is done
+    steps_per_batch = 1 + len(eps) + (1 if noise else 0) + (1 if spatial else 0) + len(corruptions)
+    try:
+        n_batches: int | None = len(batches)  # type: ignore[arg-type]
+    except TypeError:  # a plain iterator
+        n_batches = None
     seen = 0
-    bar = tqdm(batches, desc="robustness", unit="batch", disable=not progress)
-    for x, y in bar:
-        if max_images is not None and seen >= max_images:
-            break
-        if max_images is not None:
-            x, y = x[: max_images - seen], y[: max_images - seen]
-        seen += x.shape[0]
-        x, y = x.to(device).float(), y.to(device)
-        if y.ndim != 1:
-            raise ValueError(f"the report card is for classification: labels of shape (B,), got {tuple(y.shape)}")
-        with torch.no_grad():
-            logits = model(x)
-        logits_all.append(logits.float().cpu())
-        labels_all.append(y.cpu())
-        counter.add("clean", logits.argmax(1) == y)
-        mean_t, std_t = pixel_stats(x, mean, std)
-        pixels = (x * std_t + mean_t).clamp(0, 1)
-        for e in eps:
-            adv = FGSM(e, mean=mean, std=std).perturb(model, x, y)
-            with torch.no_grad():
-                counter.add(f"fgsm/{e:g}", model(adv).argmax(1) == y)
-            step = pgd_step_size if pgd_step_size is not None else 2.5 * e / pgd_steps
-            adv = PGD(e, step, pgd_steps, "linf", True, mean, std).perturb(model, x, y)
-            with torch.no_grad():
-                counter.add(f"pgd/{e:g}", model(adv).argmax(1) == y)
-        for sigma in noise:
-            noisy = (pixels + sigma * torch.randn_like(pixels)).clamp(0, 1)
-            with torch.no_grad():
-                counter.add(f"noise/{sigma:g}", model((noisy - mean_t) / std_t).argmax(1) == y)
-        if max_angle > 0 or max_shift > 0:
-            rand, _ = RandomSpatial(max_angle, max_shift, mean, std)(model, x, y)
-            worst, _ = WorstOfK(10, max_angle, max_shift, mean, std)(model, x, y)
-            with torch.no_grad():
-                counter.add("spatial/random", model(rand).argmax(1) == y)
-                counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
-            counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std, early_stop=True)["correct"])
-        if corruptions:
-            pixels_np = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            for name in corruptions:
-                if name in unavailable:
-                    continue
-                try:
-                    corrupted = corrupt_batch(pixels_np, name, severities, seed)
-                except Exception as err:  # noqa: BLE001 - stale package on this numpy / scikit-image
-                    unavailable[name] = f"{type(err).__name__}: {err}"
-                    continue
-                for severity, images in corrupted.items():
-                    xc = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-                    xc = (xc.to(device) - mean_t) / std_t
-                    with torch.no_grad():
-                        counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
-        bar.set_postfix(images=seen, clean=f"{100 * counter.acc('clean'):.1f}%")
+    bar = tqdm(total=None if n_batches is None else n_batches * steps_per_batch, desc="robustness", unit="step",
+               disable=not progress)
+    try:
+        for x, y in batches:
+            if max_images is not None:
+                if seen == 0 and n_batches is not None:  # the batches this run will actually see
+                    n_batches = min(n_batches, math.ceil(max_images / max(1, x.shape[0])))
+                    bar.total = n_batches * steps_per_batch
+                    bar.refresh()
+                x, y = x[: max_images - seen], y[: max_images - seen]
+            seen += x.shape[0]
+            _evaluate_batch(
+                model, x.to(device).float(), y.to(device), counter, unavailable, logits_all, labels_all, mean, std,
+                eps, pgd_steps, pgd_step_size, noise, spatial, max_angle, max_shift, angles, shifts, corruptions,
+                severities, seed, lambda: bar.update(1),
+            )
+            bar.set_postfix(images=seen, clean=f"{100 * counter.acc('clean'):.1f}%")
+            if max_images is not None and seen >= max_images:
+                break
+        bar.total = bar.n  # the bar ends full: its total is the steps done, whatever the loader's length said
+        bar.refresh()
+    finally:
+        bar.close()
     if seen == 0:
         raise ValueError("the evaluation set is empty")
 
@@ -276,7 +256,7 @@ def evaluate_robustness(
         }
     if noise:
         report["noise"] = {f"{sigma:g}": counter.acc(f"noise/{sigma:g}") for sigma in noise}
-    if max_angle > 0 or max_shift > 0:
+    if spatial:
         report["spatial"] = {
             "max_angle": max_angle, "max_shift": max_shift, "grid_size": int(angles.shape[0]),
             "random_acc": counter.acc("spatial/random"),
@@ -299,6 +279,65 @@ def evaluate_robustness(
         }
     report["calibration"] = _calibration(logits, labels, seed, n_bins, diagram)
     return report
+
+
+def _evaluate_batch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, counter: _Counter, unavailable: dict[str, str],
+    logits_all: list[torch.Tensor], labels_all: list[torch.Tensor], mean: Sequence[float], std: Sequence[float],
+    eps: Sequence[float], pgd_steps: int, pgd_step_size: float | None, noise: Sequence[float], spatial: bool,
+    max_angle: float, max_shift: float, angles: torch.Tensor, shifts: torch.Tensor, corruptions: Sequence[str],
+    severities: Sequence[int], seed: int, step_done: Callable[[], None],
+) -> None:
+    """Every measurement of the card on one batch, into ``counter``; ``step_done()`` after each piece of work
+    (clean, each ε, noise, spatial, each corruption type)."""
+    if y.ndim != 1:
+        raise ValueError(f"the report card is for classification: labels of shape (B,), got {tuple(y.shape)}")
+    with torch.no_grad():
+        logits = model(x)
+    logits_all.append(logits.float().cpu())
+    labels_all.append(y.cpu())
+    counter.add("clean", logits.argmax(1) == y)
+    step_done()
+    mean_t, std_t = pixel_stats(x, mean, std)
+    pixels = (x * std_t + mean_t).clamp(0, 1)
+    for e in eps:
+        adv = FGSM(e, mean=mean, std=std).perturb(model, x, y)
+        with torch.no_grad():
+            counter.add(f"fgsm/{e:g}", model(adv).argmax(1) == y)
+        step = pgd_step_size if pgd_step_size is not None else 2.5 * e / pgd_steps
+        adv = PGD(e, step, pgd_steps, "linf", True, mean, std).perturb(model, x, y)
+        with torch.no_grad():
+            counter.add(f"pgd/{e:g}", model(adv).argmax(1) == y)
+        step_done()
+    if noise:
+        for sigma in noise:
+            noisy = (pixels + sigma * torch.randn_like(pixels)).clamp(0, 1)
+            with torch.no_grad():
+                counter.add(f"noise/{sigma:g}", model((noisy - mean_t) / std_t).argmax(1) == y)
+        step_done()
+    if spatial:
+        rand, _ = RandomSpatial(max_angle, max_shift, mean, std)(model, x, y)
+        worst, _ = WorstOfK(10, max_angle, max_shift, mean, std)(model, x, y)
+        with torch.no_grad():
+            counter.add("spatial/random", model(rand).argmax(1) == y)
+            counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
+        counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std, early_stop=True)["correct"])
+        step_done()
+    if corruptions:
+        pixels_np = (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        for name in corruptions:
+            if name not in unavailable:
+                try:
+                    corrupted = corrupt_batch(pixels_np, name, severities, seed)
+                except Exception as err:  # noqa: BLE001 - stale package on this numpy / scikit-image
+                    unavailable[name] = f"{type(err).__name__}: {err}"
+                    corrupted = {}
+                for severity, images in corrupted.items():
+                    xc = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+                    xc = (xc.to(x.device) - mean_t) / std_t
+                    with torch.no_grad():
+                        counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
+            step_done()
 
 
 def _imagecorruptions_version() -> str:

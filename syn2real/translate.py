@@ -8,7 +8,8 @@ under ``--output``, so class folders, list files and label folders keep working:
 files matching a ``--copy`` pattern (label PNGs!), are copied unchanged. Images stream through the generator in
 batches of equal-sized images at their full resolution; every output is written atomically; files already present
 in the output are skipped, so an interrupted run resumes where it stopped. Unreadable images are reported by name
-and skipped; the command then exits with status 1 after finishing the others.
+and skipped; the command then exits with status 1 after finishing the others; an ``--input`` without image files
+(outside the ``--copy`` patterns) is an error at once.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def resolve_device(name: str) -> torch.device:
 
 def _is_copied(rel: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def _is_image(rel: Path, copy: Sequence[str]) -> bool:
+    """Whether the file at relative path ``rel`` is translated: an image extension, no ``--copy`` match."""
+    return rel.suffix.lower() in IMAGE_EXTENSIONS and not _is_copied(rel.as_posix(), copy)
 
 
 def save_image(array: np.ndarray, path: Path) -> None:
@@ -115,6 +121,13 @@ def translate_folder(
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     if out_root.resolve() == root.resolve() or root.resolve() in out_root.resolve().parents:
         raise ValueError(f"--output {out_root} must not be --input {root} or inside it")
+    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: natural_key(str(p.relative_to(root))))
+    if not any(_is_image(p.relative_to(root), copy) for p in files):
+        copied = f" outside the --copy patterns {list(copy)}" if copy else ""
+        raise FileNotFoundError(
+            f"--input {root} contains no image files{copied} ({len(files)} other files; searched recursively for "
+            f"{', '.join(IMAGE_EXTENSIONS)}); give the folder of the images to translate"
+        )
     generator, pixels = load_generator(ckpt, direction)  # type: ignore[arg-type]
     dev = resolve_device(device)
     generator, pixels = generator.to(dev), pixels.to(dev)
@@ -122,13 +135,12 @@ def translate_folder(
 
     summary = TranslateSummary()
     images: list[tuple[Path, Path]] = []
-    files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: natural_key(str(p.relative_to(root))))
     for src in files:
         rel = src.relative_to(root)
         dst = out_root / rel
         if dst.exists() and not overwrite:
             summary.skipped += 1
-        elif src.suffix.lower() in IMAGE_EXTENSIONS and not _is_copied(rel.as_posix(), copy):
+        elif _is_image(rel, copy):
             images.append((src, dst))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -175,10 +187,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    summary = translate_folder(
-        args.ckpt, args.input, args.output, args.direction, args.batch_size, args.device, args.copy,
-        args.overwrite, not args.no_progress,
-    )
+    try:
+        summary = translate_folder(
+            args.ckpt, args.input, args.output, args.direction, args.batch_size, args.device, args.copy,
+            args.overwrite, not args.no_progress,
+        )
+    except FileNotFoundError as err:  # a missing or empty --input, a missing --ckpt: the message says what to give
+        raise SystemExit(f"syn2real translate: {err}") from err
     print(
         f"translated {summary.translated}, copied {summary.copied}, skipped (already done) {summary.skipped}, "
         f"failed {len(summary.failed)} -> {args.output}"

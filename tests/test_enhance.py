@@ -164,3 +164,47 @@ def test_low_light_enhance_as_a_preprocessing_stage(enlighten_ckpt: Path) -> Non
         LowLightEnhance("missing.ckpt")
     with pytest.raises(ValueError, match="unknown albumentations transform"):
         build_transform([{"name": "syn2real.enhance.Nope"}])
+
+
+def test_empty_input_folder_is_an_error_naming_it(enlighten_ckpt: Path, tmp_path: Path) -> None:
+    from syn2real.enhance import main
+
+    empty = tmp_path / "night"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match=r"night contains no image files .*\.png, \.jpg"):
+        enhance_folder(enlighten_ckpt, empty, tmp_path / "out", progress=False)
+    with pytest.raises(SystemExit) as exit_info:  # was "enhanced 0" and status 0
+        main(["--ckpt", str(enlighten_ckpt), "--input", str(empty), "--output", str(tmp_path / "out"), "--no_progress"])
+    assert "syn2real enhance: --input" in str(exit_info.value.code) and str(empty) in str(exit_info.value.code)
+    assert not (tmp_path / "out").exists()
+
+
+def test_scoring_against_references_shows_progress_unless_no_progress(
+    enlighten_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tqdm.auto
+
+    from syn2real.enhance import main
+
+    bars: list[tuple[str, tqdm.auto.tqdm]] = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append((kwargs.get("desc", ""), self))
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    low, ref = tmp_path / "low", tmp_path / "reference"
+    for i in range(3):
+        write_png(ref / f"{i}.png", np.full((16, 16, 3), 120, np.uint8))
+        write_png(low / f"{i}.png", _dark(i, 16, 16))
+    args = ["--ckpt", str(enlighten_ckpt), "--input", str(low), "--output", str(tmp_path / "out"), "--device", "cpu",
+            "--reference", str(ref)]
+    main(args)
+    scoring = [b for desc, b in bars if desc == "scoring"]
+    assert len(scoring) == 1 and scoring[0].total == scoring[0].n == 3
+    bars.clear()
+    main([*args, "--no_progress"])
+    scoring = [b for desc, b in bars if desc == "scoring"]
+    assert len(scoring) == 1 and scoring[0].disable

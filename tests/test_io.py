@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,28 @@ def test_read_checkpoint_names_the_file_and_what_to_give(tmp_path: Path) -> None
         read_checkpoint(tmp_path / "bad.ckpt", "anything")
     torch.save({"state_dict": {"w": torch.ones(1)}}, tmp_path / "ok.ckpt")
     assert torch.equal(read_checkpoint(tmp_path / "ok.ckpt", "")["state_dict"]["w"], torch.ones(1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)], ids=["022", "002", "077"])
+def test_written_files_respect_the_umask_like_open(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "raw.bin", lambda f: f.write(b"x"))
+        write_json_atomic({"a": 1}, tmp_path / "metrics.json")
+        atomic_torch_save({"a": torch.ones(1)}, tmp_path / "last.ckpt")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    for name in ("raw.bin", "metrics.json", "last.ckpt", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+def test_rewriting_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    write_json_atomic({"a": 1}, target)
+    target.chmod(0o640)
+    write_json_atomic({"a": 2}, target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and json.loads(target.read_text()) == {"a": 2}

@@ -76,3 +76,30 @@ def test_aggregate_flattens_nested_reports(tmp_path) -> None:
     result = aggregate(files)
     assert result["clean/acc"][0] == pytest.approx(0.85) and result["pgd/acc/0.3"][0] == pytest.approx(0.425)
     assert "n_images" not in result and "pgd/steps" not in result and "corruptions/unavailable/fog" not in result
+
+
+def test_aggregate_leaves_out_null_per_class_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from syn2real.results import main
+
+    # class c is absent from the labels of run 0 (null in its metrics.json), present in runs 1 and 2
+    files = [write(tmp_path / f"{i}.json", {"target/acc": 0.5, "target/acc_class/c": c})
+             for i, c in enumerate([None, 0.4, 0.6])]
+    out = aggregate(files)
+    assert out["target/acc_class/c"][0] == pytest.approx(0.5) and out["target/acc_class/c"][2] == 2
+    assert out["target/acc"][2] == 3
+    main([*files, "--all"])
+    assert "(2 of 3 runs)" in capsys.readouterr().out
+    assert "target/acc_class/c" not in aggregate(files[:1])  # null everywhere: no value
+
+
+def test_selection_table_shows_full_criterion_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syn2real.results import SELECTION_CRITERIA, main
+
+    monkeypatch.setenv("COLUMNS", "80")  # an 80-column terminal cut all three to "target/validat…"
+    hist = [{"epoch": i, "target/acc": 0.7 + 0.01 * i, **{c: float(i) for c in SELECTION_CRITERIA}} for i in range(3)]
+    main(["--selection", write(tmp_path / "m.json", {"eval_history": hist})])
+    out = capsys.readouterr().out
+    for name in SELECTION_CRITERIA:
+        assert name in out

@@ -118,3 +118,38 @@ def test_card_goes_to_wandb_as_tables_and_the_diagram(tmp_path, monkeypatch) -> 
     assert ("table", "robustness/card") in calls and ("table", "robustness/corruptions") in calls
     assert ("image", "robustness/reliability") in calls and ("metric", "robustness/PGD-2/eps 0.1") in calls
     assert calls[-1] == ("finalize", "success")
+
+
+@pytest.mark.parametrize("max_images", [None, 8, 5])
+def test_progress_bar_ends_full_with_the_steps_actually_done(max_images: int | None, monkeypatch, capsys) -> None:
+    import tqdm.auto
+
+    bars: list[tqdm.auto.tqdm] = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    report = evaluate_robustness(Threshold(), batches, (0.5,), (0.5,), eps=(0.1, 0.2), pgd_steps=1, noise=(0.1,),
+                                 corruptions=(), max_angle=0, max_shift=0, max_images=max_images, progress=True)
+    (bar,) = bars
+    steps_per_batch = 1 + 2 + 1  # clean, two eps, noise
+    done = 2 if max_images is None else 1
+    assert report["n_images"] == (max_images or 16)
+    # the old bar counted a batch when the next one was fetched and, with --max_images, stopped at 1 of 2 (50 %)
+    assert bar.n == bar.total == done * steps_per_batch
+    assert bar.disable  # closed (close() sets it)
+    last_drawn = capsys.readouterr().err.strip().split("\r")[-1]
+    assert last_drawn.startswith("robustness: 100%") and f" {bar.total}/{bar.total} " in last_drawn
+
+
+def test_max_images_must_be_positive() -> None:
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="max_images must be >= 1"):
+        evaluate_robustness(Threshold(), [(x, torch.zeros(2, dtype=torch.long))], (0.5,), (0.5,), max_images=0,
+                            progress=False)

@@ -111,3 +111,18 @@ def test_command_line(cycada_ckpt: Path, dataset: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "translated 10, copied 2" in proc.stdout
     assert (out / "translate_summary.json").is_file() and (out / "0" / "000.png").is_file()
+
+
+def test_empty_input_folder_is_an_error_naming_it(cycada_ckpt: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "gta5"
+    (empty / "labels").mkdir(parents=True)
+    write_png(empty / "labels" / "0.png", np.zeros((4, 4), np.uint8))  # only files --copy keeps as they are
+    with pytest.raises(FileNotFoundError, match=r"gta5 contains no image files outside the --copy patterns"):
+        translate_folder(cycada_ckpt, empty, tmp_path / "out", copy=["labels/*"], progress=False)
+    (empty / "labels" / "0.png").unlink()
+    with pytest.raises(SystemExit) as exit_info:  # was "translated 0" and status 0
+        translate_mod.main(["--ckpt", str(cycada_ckpt), "--input", str(empty), "--output", str(tmp_path / "out"),
+                            "--no_progress"])
+    message = str(exit_info.value.code)
+    assert message.startswith("syn2real translate: --input") and "no image files" in message and ".png" in message
+    assert not (tmp_path / "out").exists()

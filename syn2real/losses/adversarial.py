@@ -6,8 +6,9 @@ logits, shape (B, 2) (cross-entropy, class 1 = source, class 0 = target; the CyC
 10→500→500→2 is of this kind). Trailing spatial dimensions, (B, 1, H, W) or (B, 2, H, W), are accepted for
 output-space discriminators; a sample's loss is then the mean over its positions.
 
-All functions are pure: they return new tensors and never modify their inputs. Losses and entropies are computed in
-float32 whatever the input dtype (bf16/fp16 logits under mixed precision).
+All functions are pure: they return new tensors and never modify their inputs. Domain losses are computed in float32
+whatever the input dtype (bf16/fp16 logits under mixed precision); entropies keep float32 and float64 inputs' precision
+(the validators sum them in float64) and compute half-precision inputs in float32.
 """
 
 from __future__ import annotations
@@ -195,13 +196,14 @@ def adda_target_loss(d_target_logits: torch.Tensor) -> torch.Tensor:
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy H(p) = −Σ_c p_c log p_c over dim 1 (natural log, 0·log 0 = 0), as in CDAN+E:
-    (N, C[, ...]) -> (N[, ...])."""
+    (N, C[, ...]) -> (N[, ...]); float64 in -> float64 out; float32 and half precision (computed in float32) -> float32.
+    """
     if probs.ndim < 2:
         raise ValueError(f"entropy: probs must have shape (N, C) or (N, C, ...), got {tuple(probs.shape)}")
+    if probs.dtype not in (torch.float32, torch.float64):  # fp16/bf16 (log of small p underflows) and integers
+        probs = probs.float()
     # Clamping inside the log keeps 0·log 0 = 0 and a finite gradient at p = 0.
-    probs = probs.float() if probs.is_floating_point() else probs
-    tiny = torch.finfo(probs.dtype).tiny if probs.is_floating_point() else 1e-38
-    return -(probs * probs.clamp_min(tiny).log()).sum(dim=1)
+    return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(dim=1)
 
 
 def entropy_weights(probs: torch.Tensor) -> torch.Tensor:

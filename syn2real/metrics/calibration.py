@@ -10,41 +10,49 @@ import torch
 __all__ = ["expected_calibration_error", "fit_temperature", "plot_reliability", "reliability_bins"]
 
 
+def _bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bin index, confidence, correctness) per sample, in float32, with torchmetrics' binning: edges
+    ``linspace(0, 1, n_bins + 1)``, bin k = [edge_k, edge_k+1), confidence exactly 1.0 in an extra bin ``n_bins``."""
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(f"expected probs (N, C) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    conf, pred = probs.detach().max(dim=1)
+    conf = conf.float()  # torchmetrics bins float32 confidences; the same cast keeps edge cases identical
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, n_bins + 1, device=conf.device, dtype=conf.dtype)
+    idx = torch.bucketize(conf, edges, right=True) - 1
+    return idx.clamp(0, n_bins), conf, correct
+
+
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
     """ECE = sum_b |B_b|/n * |acc(B_b) - conf(B_b)| over ``n_bins`` equal-width bins of max-softmax confidence.
 
-    ``probs``: (N, C) probabilities; ``labels``: (N,) class indices. Bins are right-closed, (lo, hi],
-    like torchmetrics, so the two agree exactly.
+    ``probs``: (N, C) probabilities; ``labels``: (N,) class indices; returns a float32 (). torchmetrics'
+    convention (``MulticlassCalibrationError``, the ``<domain>/ece`` of ``metrics.json``), reproduced exactly: bins
+    are half-open [lo, hi), confidence exactly 1.0 has a bin of its own, and confidences are binned in float32.
     """
-    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(f"expected probs (N, C) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
-    conf, pred = probs.max(dim=1)
-    correct = (pred == labels).to(probs.dtype)
-    edges = torch.linspace(0, 1, n_bins + 1, device=probs.device, dtype=probs.dtype)
-    # bucketize(right=False) puts conf == edge_k into bin k-1, i.e. (lo, hi]; conf == 0 goes to bin 0.
-    idx = (torch.bucketize(conf, edges[1:-1], right=False)).clamp(0, n_bins - 1)
-    ece = probs.new_zeros(())
-    n = probs.shape[0]
-    for b in range(n_bins):
-        mask = idx == b
-        if mask.any():
-            ece = ece + mask.sum() / n * (correct[mask].mean() - conf[mask].mean()).abs()
-    return ece
+    idx, conf, correct = _bins(probs, labels, n_bins)
+    count = torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).scatter_add_(0, idx, torch.ones_like(conf))
+    conf_bin = torch.zeros_like(count).scatter_add_(0, idx, conf)
+    acc_bin = torch.zeros_like(count).scatter_add_(0, idx, correct)
+    # the same operations, in the same order, as torchmetrics' _binning_bucketize + _ce_compute (norm l1)
+    conf_bin = torch.nan_to_num(conf_bin / count)
+    acc_bin = torch.nan_to_num(acc_bin / count)
+    return torch.sum(torch.abs(acc_bin - conf_bin) * (count / count.sum()))
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, torch.Tensor]:
-    """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (NaN for empty bins) over ``n_bins`` equal-width
-    (lo, hi] bins of max-softmax confidence: the numbers behind a reliability diagram."""
-    conf, pred = probs.max(dim=1)
-    correct = (pred == labels).to(probs.dtype)
-    edges = torch.linspace(0, 1, n_bins + 1, device=probs.device, dtype=probs.dtype)
-    idx = torch.bucketize(conf, edges[1:-1], right=False).clamp(0, n_bins - 1)
-    count = torch.bincount(idx, minlength=n_bins).to(probs.dtype)
-    conf_sum = torch.zeros(n_bins, dtype=probs.dtype, device=probs.device).index_add_(0, idx, conf)
-    acc_sum = torch.zeros(n_bins, dtype=probs.dtype, device=probs.device).index_add_(0, idx, correct)
+    """Per-bin ``count``, mean ``confidence`` and ``accuracy`` (NaN for empty bins), the numbers behind a reliability
+    diagram and :func:`expected_calibration_error`: ``n_bins`` [lo, hi) bins, then the bin of confidence exactly 1.0.
+    """
+    idx, conf, correct = _bins(probs, labels, n_bins)
+    count = torch.bincount(idx, minlength=n_bins + 1).to(conf.dtype)
+    conf_sum = torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).index_add_(0, idx, conf)
+    acc_sum = torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).index_add_(0, idx, correct)
     nan = torch.full_like(count, float("nan"))
     return {
-        "edges": edges,
+        "edges": torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype, device=conf.device),
         "count": count,
         "confidence": torch.where(count > 0, conf_sum / count.clamp_min(1), nan),
         "accuracy": torch.where(count > 0, acc_sum / count.clamp_min(1), nan),
@@ -77,7 +85,8 @@ def plot_reliability(
     panels: dict[str, tuple[torch.Tensor, torch.Tensor]], path: str, n_bins: int = 15
 ) -> None:
     """Reliability diagrams side by side, one per ``title -> (probs, labels)``, written as a PNG to ``path``:
-    bars of per-bin accuracy against the diagonal of perfect calibration, the gap shaded, ECE in the title."""
+    bars of per-bin accuracy against the diagonal (the bin of confidence 1.0 as a point), the gap shaded, ECE in the
+    title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,12 +99,15 @@ def plot_reliability(
     for ax, (title, (probs, labels)) in zip(axes[0], panels.items()):
         bins = reliability_bins(probs.float(), labels, n_bins)
         centres = (bins["edges"][:-1] + width / 2).numpy()
-        acc = torch.nan_to_num(bins["accuracy"], nan=0.0).numpy()
-        conf = torch.nan_to_num(bins["confidence"], nan=0.0).numpy()
+        acc = torch.nan_to_num(bins["accuracy"][:n_bins], nan=0.0).numpy()
+        conf = torch.nan_to_num(bins["confidence"][:n_bins], nan=0.0).numpy()
         ax.bar(centres, acc, width=width, edgecolor="black", color="#4c72b0", label="accuracy")
         ax.bar(centres, conf - acc, bottom=acc, width=width, edgecolor="#c44e52", color="#c44e52", alpha=0.3,
                label="gap")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        if bins["count"][n_bins] > 0:  # the bin of confidence exactly 1.0: its accuracy as a point on the right edge
+            ax.plot([1.0], [float(bins["accuracy"][n_bins])], "o", color="#4c72b0", clip_on=False,
+                    label="confidence 1.0")
         ece = float(expected_calibration_error(probs.float(), labels, n_bins))
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title}: ECE {100 * ece:.2f} %")
         ax.legend(loc="upper left")

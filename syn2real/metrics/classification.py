@@ -12,7 +12,16 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
-__all__ = ["ClassificationMetrics"]
+__all__ = ["ClassificationMetrics", "accuracy_per_class"]
+
+
+def accuracy_per_class(confusion: torch.Tensor) -> torch.Tensor:
+    """Accuracy (recall) of each class from a (C, C) confusion matrix (rows = truth, columns = prediction): float32
+    (C,), NaN for a class absent from the labels, however often it was predicted."""
+    support = confusion.sum(dim=1)
+    correct = confusion.diagonal()
+    nan = torch.full(support.shape, float("nan"), device=confusion.device)
+    return torch.where(support > 0, correct.float() / support.clamp_min(1).float(), nan)
 
 
 class ClassificationMetrics(nn.Module):
@@ -20,7 +29,9 @@ class ClassificationMetrics(nn.Module):
 
     ``compute()`` returns ``{"<prefix>/acc", "<prefix>/acc_class_mean", "<prefix>/ece",
     "<prefix>/acc_class/<name>"...}``; the confusion matrix is kept apart (``confusion()``) since it is
-    not a scalar.
+    not a scalar. A class absent from the labels has no accuracy: ``acc_class/<name>`` is NaN (``null`` in
+    ``metrics.json``) and ``acc_class_mean`` is the mean over the classes present, as the segmentation mIoU leaves
+    out classes without IoU. ECE is torchmetrics' (see :func:`syn2real.metrics.calibration.expected_calibration_error`).
     """
 
     main_keys = ("acc", "acc_class_mean")  # shown in the progress bar; the first one in the summary line
@@ -34,24 +45,24 @@ class ClassificationMetrics(nn.Module):
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for {num_classes} classes")
         self.acc = MulticlassAccuracy(num_classes, average="micro")
-        self.acc_class_mean = MulticlassAccuracy(num_classes, average="macro")
-        self.acc_class = MulticlassAccuracy(num_classes, average=None)
+        # per-class accuracies come from the confusion matrix (synced by torchmetrics): recall per labelled class
         self.ece = MulticlassCalibrationError(num_classes, n_bins=n_bins, norm="l1")
         self.confmat = MulticlassConfusionMatrix(num_classes)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits = logits.detach().float()
         probs = logits.softmax(dim=1)
-        for metric in (self.acc, self.acc_class_mean, self.acc_class, self.ece, self.confmat):
+        for metric in (self.acc, self.ece, self.confmat):
             metric.update(probs, labels)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        per_class = accuracy_per_class(self.confmat.compute())
+        present = per_class[~torch.isnan(per_class)]
         out = {
             f"{self.prefix}/acc": self.acc.compute(),
-            f"{self.prefix}/acc_class_mean": self.acc_class_mean.compute(),
+            f"{self.prefix}/acc_class_mean": present.mean() if present.numel() else per_class.new_tensor(float("nan")),
             f"{self.prefix}/ece": self.ece.compute(),
         }
-        per_class = self.acc_class.compute()
         for name, value in zip(self.class_names, per_class):
             out[f"{self.prefix}/acc_class/{name}"] = value
         return out
@@ -63,5 +74,5 @@ class ClassificationMetrics(nn.Module):
         return bool(self.acc.update_count)
 
     def reset(self) -> None:
-        for metric in (self.acc, self.acc_class_mean, self.acc_class, self.ece, self.confmat):
+        for metric in (self.acc, self.ece, self.confmat):
             metric.reset()

@@ -72,12 +72,18 @@ def _pairs(low_dir: Path, reference_dir: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def evaluate_folders(low_dir: str | Path, reference_dir: str | Path, enhanced: dict[str, str | Path]) -> dict[str, Any]:
+def evaluate_folders(
+    low_dir: str | Path, reference_dir: str | Path, enhanced: dict[str, str | Path], progress: bool = False
+) -> dict[str, Any]:
     """Scores of the baselines and of each folder in ``enhanced`` (name -> folder with the same relative names)
-    against the references: ``{method: {psnr_mean, psnr_std, ssim_mean, ssim_std, per_image: {...}}}``."""
+    against the references: ``{method: {psnr_mean, psnr_std, ssim_mean, ssim_std, per_image: {...}}}``; with
+    ``progress``, a progress bar over the images."""
+    from tqdm.auto import tqdm
+
     low_dir, reference_dir = Path(low_dir), Path(reference_dir)
     scores: dict[str, dict[str, tuple[float, float]]] = {name: {} for name in [*BASELINES, *enhanced]}
-    for key, low_path, ref_path in _pairs(low_dir, reference_dir):
+    pairs = _pairs(low_dir, reference_dir)
+    for key, low_path, ref_path in tqdm(pairs, desc="scoring", unit="img", disable=not progress):
         low, ref = load_image(low_path, "RGB"), load_image(ref_path, "RGB")
         for name, fn in BASELINES.items():
             scores[name][key] = image_scores(fn(low), ref)

@@ -210,6 +210,21 @@ def test_entropy_hand_values() -> None:
     assert torch.isfinite(p.grad).all()
 
 
+def test_entropy_keeps_float64_and_computes_half_precision_in_float32() -> None:
+    # p = (1 − 1e-12, 1e-12): H = −(1 − 1e-12) log(1 − 1e-12) − 1e-12 log 1e-12 ≈ 1e-12 + 2.763e-11; in float32
+    # 1 − 1e-12 rounds to 1 and the first term (3.5 % of H) is lost
+    eps = 1e-12
+    p = torch.tensor([[1 - eps, eps]], dtype=torch.float64)
+    expected = -(1 - eps) * math.log1p(-eps) - eps * math.log(eps)
+    h = entropy(p)
+    assert h.dtype == torch.float64
+    assert h.item() == pytest.approx(expected, rel=1e-12)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = entropy(torch.tensor([[0.5, 0.25, 0.25]], dtype=dtype))
+        assert half.dtype == torch.float32 and half.item() == pytest.approx(1.5 * LOG2, rel=1e-6)
+    assert entropy(torch.full((1, 4), 0.25, dtype=torch.float32)).dtype == torch.float32
+
+
 def test_entropy_weights_hand_values() -> None:
     # w = 1 + exp(-H): uniform over 4 -> 1 + 1/4; one-hot -> 2; [0.5, 0.25, 0.25] -> 1 + 2^-1.5
     p = torch.tensor([[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]])

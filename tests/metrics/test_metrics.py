@@ -50,3 +50,32 @@ def test_classification_metrics_names_and_values() -> None:
     assert m.confusion().tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     m.reset()
     assert not m.has_updates()
+
+
+def test_a_class_absent_from_the_labels_has_no_accuracy_and_is_left_out_of_the_mean() -> None:
+    # labels use a and b only; c is predicted twice (both wrong), d never appears.
+    # a: 3 of 4 right, b: 1 of 2 right -> acc_class_mean (3/4 + 1/2) / 2 = 0.625; c and d: no accuracy (NaN)
+    # (torchmetrics' macro average counted c as 0: (3/4 + 1/2 + 0) / 3 = 0.4167)
+    m = ClassificationMetrics(4, prefix="target", class_names=["a", "b", "c", "d"])
+    pred = torch.tensor([0, 0, 0, 2, 1, 2])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    m.update(torch.nn.functional.one_hot(pred, 4).float() * 5, labels)
+    out = m.compute()
+    assert out["target/acc"].item() == pytest.approx(4 / 6)
+    assert out["target/acc_class/a"].item() == pytest.approx(3 / 4)
+    assert out["target/acc_class/b"].item() == pytest.approx(1 / 2)
+    assert torch.isnan(out["target/acc_class/c"]) and torch.isnan(out["target/acc_class/d"])
+    assert out["target/acc_class_mean"].item() == pytest.approx(0.625)
+
+
+def test_absent_class_is_null_in_metrics_json(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from syn2real.callbacks.metrics_json import MetricsJSON
+
+    m = ClassificationMetrics(3, prefix="target", class_names=["a", "b", "c"])
+    m.update(torch.tensor([[5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([0, 1]))
+    trainer = SimpleNamespace(callback_metrics=m.compute())
+    collected = MetricsJSON().collect(trainer)  # type: ignore[arg-type]
+    assert collected["target/acc_class/c"] is None and collected["target/acc_class/b"] == 0.0
+    assert collected["target/acc_class_mean"] == pytest.approx(0.5)

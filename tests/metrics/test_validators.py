@@ -60,3 +60,13 @@ def test_confident_diverse_predictions_score_higher() -> None:
         a.update(confident)
         b.update(vague)
         assert a.compute() > b.compute()
+
+
+def test_entropy_validators_keep_float64() -> None:
+    # near one-hot p = (1 − 1e-12, 1e-12): float32 would round 1 − 1e-12 to 1 and lose 3.5 % of H
+    eps = 1e-12
+    h = -(1 - eps) * math.log1p(-eps) - eps * math.log(eps)
+    probs = torch.tensor([[1 - eps, eps]] * 4, dtype=torch.float64)
+    validator = EntropyValidator()
+    validator.update(probs)
+    assert validator.compute().item() == pytest.approx(-h, rel=1e-6)
