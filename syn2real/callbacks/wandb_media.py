@@ -140,19 +140,20 @@ class WandbMedia(L.Callback):
         metrics = getattr(pl_module, "eval_metrics", {})
         for domain, matrix in confusion.items():
             names = list(metrics[domain].class_names) if domain in metrics else [str(i) for i in range(len(matrix))]
-            totals = matrix.sum(dim=1).clamp_min(1)
-            acc = (matrix.diag() / totals).tolist()
+            counts = matrix.sum(dim=1).tolist()
+            # a class without labels has no accuracy (None), as in metrics.json, not 0 %
+            acc = [None if t == 0 else round(100 * float(d) / t, 2) for d, t in zip(matrix.diag().tolist(), counts)]
             segmentation = getattr(metrics[domain], "per_class", None) == "iou" if domain in metrics else False
             if segmentation:  # per-class IoU table: pixels of the class, IoU, pixel accuracy
                 from syn2real.metrics.segmentation import iou_from_confusion
 
                 iou = iou_from_confusion(matrix).tolist()
                 columns = ["class", "pixels", "IoU %", "acc %"]
-                rows = [[n, int(t), None if v != v else round(100 * v, 2), round(100 * a, 2)]
-                        for n, t, v, a in zip(names, matrix.sum(dim=1).tolist(), iou, acc)]
+                rows = [[n, int(t), None if v != v else round(100 * v, 2), a]
+                        for n, t, v, a in zip(names, counts, iou, acc)]
             else:
                 columns = ["class", "n", "acc %"]
-                rows = [[n, int(t), round(100 * a, 2)] for n, t, a in zip(names, matrix.sum(dim=1).tolist(), acc)]
+                rows = [[n, int(t), a] for n, t, a in zip(names, counts, acc)]
             fig = confusion_figure(matrix, names, f"{domain} ({stage}, epoch {trainer.current_epoch})", segmentation)
             try:
                 if self.save_confusion_png:
