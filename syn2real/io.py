@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import stat
 import tempfile
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "read_checkpoint", "write_json_atomic", "cache_root"]
+__all__ = ["atomic_write", "atomic_torch_save", "checkpoint_load_error", "read_checkpoint", "write_json_atomic", "cache_root"]
 
 
 def cache_root() -> Path:
@@ -88,13 +89,28 @@ def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def checkpoint_load_error(path: str | os.PathLike, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in one sentence naming the file: pickled Python objects
+    (without torch's advice to turn the safe load off), or a truncated, corrupt or foreign file."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "error:" in line), "")
+        detail = detail.split(" was not an allowed global")[0].split(". ")[0]
+        return (f"cannot read checkpoint {path}: it holds pickled Python objects that a weights-only load refuses"
+                f"{f' ({detail})' if detail else ''}; syn2real loads checkpoints with weights_only=True only and "
+                "expects a syn2real/Lightning checkpoint of tensors and plain values")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return (f"cannot read checkpoint {path}: {type(err).__name__}{': ' + first if first else ''} "
+            "(truncated, corrupt or not a torch checkpoint)")
+
+
 def read_checkpoint(path: str | os.PathLike, expected: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with errors naming the file: a missing file says what to give
-    (``expected``, e.g. "the .ckpt of a CyCADA pixel-level run"), an unreadable one what torch said."""
+    (``expected``, e.g. "the .ckpt of a CyCADA pixel-level run"), an unreadable one why (:func:`checkpoint_load_error`)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {file} does not exist; give {expected}")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(f"cannot read checkpoint {file}: {err}") from err
+        raise ValueError(checkpoint_load_error(file, err)) from err

@@ -53,6 +53,10 @@ def test_read_checkpoint_names_the_file_and_what_to_give(tmp_path: Path) -> None
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint .*bad.ckpt"):
         read_checkpoint(tmp_path / "bad.ckpt", "anything")
+    torch.save({"obj": Path("x")}, tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match=r"pickled.ckpt: it holds pickled Python objects .*Path") as err:
+        read_checkpoint(tmp_path / "pickled.ckpt", "anything")
+    assert "weights_only=False" not in str(err.value)  # never the advice to turn the safe load off
     torch.save({"state_dict": {"w": torch.ones(1)}}, tmp_path / "ok.ckpt")
     assert torch.equal(read_checkpoint(tmp_path / "ok.ckpt", "")["state_dict"]["w"], torch.ones(1))
 

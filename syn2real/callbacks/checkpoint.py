@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import pickle
 import random
 import warnings
 from collections.abc import Iterator
@@ -22,25 +21,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from syn2real.io import atomic_torch_save
+from syn2real.io import atomic_torch_save, checkpoint_load_error
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams", "load_checkpoint_file",
            "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
-
-
-def _load_error(path: Path, err: BaseException) -> str:
-    """Why ``torch.load(path, weights_only=True)`` failed, in one sentence naming the file."""
-    text = str(err)
-    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
-        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "error:" in line), "")
-        detail = detail.split(" was not an allowed global")[0].split(". ")[0]
-        detail = f" ({detail})" if detail else ""
-        return (f"cannot read checkpoint {path}: it holds pickled Python objects that a weights-only load refuses"
-                f"{detail}; syn2real loads checkpoints with weights_only=True only and expects a syn2real/Lightning "
-                "checkpoint of tensors and plain values")
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return (f"cannot read checkpoint {path}: {type(err).__name__}{': ' + first if first else ''} "
-            "(truncated, corrupt or not a torch checkpoint)")
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", require: tuple[str, ...] = ()) -> dict:
@@ -52,7 +36,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", req
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt, truncated or foreign file: say so with the path
-        raise ValueError(_load_error(path, err)) from err
+        raise ValueError(checkpoint_load_error(path, err)) from err
     missing = [k for k in require if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
