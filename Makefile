@@ -2,22 +2,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Every package the two commands install, with exact versions and hashes (CPython 3.11, Linux x86-64); `make lock`
+# regenerates it from pyproject.toml keeping the locked versions, `make lock UPGRADE=1` moves to the newest allowed.
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 # Deterministic, quiet, offline W&B by default; a user may export WANDB_MODE=online.
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
+.PHONY: install lock demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -e ".[dev]"
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	@$(BIN)/python -c "import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.system() == 'Linux' \
+	  and platform.machine() == 'x86_64'; sys.exit(0 if ok else '$(LOCK) pins wheels for CPython 3.11 on Linux x86-64, \
+	  this is Python ' + platform.python_version() + ' on ' + platform.system() + ' ' + platform.machine() + \
+	  ': install with pip install -e \".[dev]\" (the compatible ranges of pyproject.toml) instead')"
+	$(BIN)/python -m pip install --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+UV_VERSION := 0.13.9
+lock: $(BIN)/python
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --no-emit-index-url --custom-compile-command "make lock" \
+	  $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 # The embedded benchmark, synthetic font digits -> real MNIST: source-only, then CDAN+E (the best method in
 # docs/results.md), side by side (~7 min on 2 CPU cores).
