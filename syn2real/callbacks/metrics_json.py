@@ -76,7 +76,7 @@ class MetricsJSON(L.Callback):
             data.update(summary())
         path = Path(trainer.default_root_dir) / self.filename
         write_json_atomic(data, path)
-        # a fit that stopped after its last evaluation is evaluated once more by the CLI, which prints the table
+        # a fit whose last steps were not evaluated is evaluated once more by the CLI, which then prints the table
         evaluated_last = getattr(trainer.lightning_module, "last_eval_step", trainer.global_step) == trainer.global_step
         if self.print_summary and (stage != "fit" or evaluated_last or trainer.interrupted):
             self._print(metrics, stage, path)
