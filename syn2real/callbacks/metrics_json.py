@@ -89,7 +89,7 @@ class MetricsJSON(L.Callback):
         console = Console()
         shown = {k: v for k, v in metrics.items() if v is not None and "/acc_class/" not in k and "/iou/" not in k}
         if not shown:
-            console.print(f"metrics written to {path}")
+            print(f"metrics written to {path}", flush=True)
             return
         table = Table(title=f"syn2real {stage}: final metrics")
         table.add_column("metric")
@@ -99,7 +99,7 @@ class MetricsJSON(L.Callback):
             rate = any(t in key for t in ("/acc", "/flip", "/teacher_acc", "/miou", "/pixel_acc"))
             table.add_row(key, f"{100 * value:.2f} %" if rate else f"{value:.4f}")
         console.print(table)
-        console.print(f"metrics written to {path}")
+        print(f"metrics written to {path}", flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, "fit")

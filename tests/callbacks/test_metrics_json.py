@@ -46,4 +46,4 @@ def test_one_summary_table_per_command_and_never_an_empty_one(tmp_path: Path, ca
     out = capsys.readouterr().out
     assert ("final" in out and "┃ metric" in out) is table
     if stage != "fit" or table:
-        assert f"metrics written to {tmp_path / 'metrics.json'}" in out.replace("\n", "")
+        assert f"metrics written to {tmp_path / 'metrics.json'}" in out.splitlines()
