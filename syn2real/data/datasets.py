@@ -26,6 +26,7 @@ __all__ = [
     "ImageListDataset",
     "UnlabelledFolderDataset",
     "load_image",
+    "scale_16bit",
     "natural_key",
 ]
 
@@ -46,16 +47,42 @@ def natural_key(text: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def load_image(path: Path, mode: str) -> np.ndarray:
-    """Decode ``path`` into an HxWxC uint8 array in PIL ``mode`` ("L" or "RGB")."""
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def scale_16bit(values: np.ndarray, path: Path | str) -> np.ndarray:
+    """16-bit integer intensities (0..65535) -> uint8 by ``round(v * 255 / 65535)``, so the full range maps to the
+    full range instead of clipping at 255; values outside 0..65535 (32-bit images) are an error naming ``path``."""
+    values = np.asarray(values)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise CorruptImageError(
+            f"image {path} has integer values {low}..{high}; expected 8-bit or 16-bit (0..65535) intensities"
+        )
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def load_image(path: Path | str, mode: str) -> np.ndarray:
+    """Decode ``path`` into an HxWxC uint8 array in PIL ``mode`` ("L" or "RGB"); 16-bit greyscale images are scaled
+    (65535 -> 255) instead of clipped, 48/64-bit colour ones are reduced to 8 bits per channel by PIL."""
     try:
         with Image.open(path) as img:
             img.load()
-            arr = np.array(img.convert(mode))
+            source_mode = img.mode
+            raw = np.array(img) if source_mode in (*_SIXTEEN_BIT_MODES, "F") else np.array(img.convert(mode))
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"cannot decode image {path}: {err}; expected a readable image file") from err
+    if source_mode == "F":
+        raise CorruptImageError(
+            f"image {path} holds floating-point values (PIL mode F); expected 8-bit or 16-bit integer intensities"
+        )
+    if source_mode in _SIXTEEN_BIT_MODES:
+        grey = scale_16bit(raw, path)
+        arr = grey if mode == "L" else np.repeat(grey[..., None], 3, axis=2)
+    else:
+        arr = raw
     return arr[..., None] if arr.ndim == 2 else arr
 
 

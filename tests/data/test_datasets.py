@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from conftest import make_class_tree, write_png
 
 from syn2real.data.datamodule import DomainPairDataModule, DomainSpec, split_indices
@@ -14,6 +15,7 @@ from syn2real.data.datasets import (
     ImageFolderDataset,
     ImageListDataset,
     UnlabelledFolderDataset,
+    load_image,
 )
 from syn2real.data.transforms import build_transform
 
@@ -165,3 +167,27 @@ def test_datamodule_unlabelled_target_with_separate_eval(tmp_path: Path) -> None
     dm.setup("fit")
     assert set(dm.datasets["target_train"].targets) == {-1}
     assert sorted(set(dm.datasets["target_eval"].targets)) == [0, 1]
+
+
+def test_dark_16bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    # a dark 16-bit greyscale photo (0..12000 of 65535) used to read as 255 on 97% of its pixels
+    values = np.linspace(0, 12000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    values[0, 0] = 65535
+    write_png(tmp_path / "dark" / "0" / "a.png", values)
+    expected = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    x, _ = ImageFolderDataset(tmp_path / "dark", mode="L")[0]
+    assert x.shape == (1, 64, 64)
+    assert np.array_equal(x[0].numpy(), expected)
+    assert float((x[0] == 255).float().mean()) == 1 / (64 * 64)  # only the one full-scale pixel
+    rgb = load_image(tmp_path / "dark" / "0" / "a.png", "RGB")
+    assert rgb.shape == (64, 64, 3) and all(np.array_equal(rgb[..., c], expected) for c in range(3))
+
+
+def test_32bit_and_float_images_name_the_file(tmp_path: Path) -> None:
+    wide, floats = tmp_path / "wide.tif", tmp_path / "float.tif"
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(wide)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(floats)
+    with pytest.raises(CorruptImageError, match=rf"{wide}.*70000.*expected 8-bit or 16-bit"):
+        load_image(wide, "L")
+    with pytest.raises(CorruptImageError, match=rf"{floats}.*floating-point"):
+        load_image(floats, "RGB")
