@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ __all__ = [
     "ImageFolderDataset",
     "TransformedSubset",
     "apply_transform",
+    "check_batch_shapes",
+    "item_source",
+    "SameSizeBatches",
     "ImageListDataset",
     "UnlabelledFolderDataset",
     "load_image",
@@ -107,7 +111,50 @@ def pair_by_name(first: Path, second: Path) -> tuple[list[tuple[str, Path, Path]
     return pairs, missing
 
 
-class _ImageDataset(Dataset):
+def item_source(dataset: Any, index: int) -> str:
+    """The file an item of ``dataset`` is read from (its ``item_path``), for error messages."""
+    locate = getattr(dataset, "item_path", None)
+    return str(locate(index)) if callable(locate) else f"item {index} of {type(dataset).__name__}"
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """``WxH`` of a CxHxW / HxW tensor shape, else the shape itself."""
+    return f"{shape[-1]}x{shape[-2]}" if len(shape) >= 2 else str(shape)
+
+
+def check_batch_shapes(items: Sequence[Any], indices: Sequence[int], dataset: Any) -> None:
+    """Every tensor of a batch's items must have the shape of the first item's, or collating would fail in
+    ``torch.stack`` without naming a file: raise naming the odd file, its size and the expected size."""
+    if len(items) < 2 or not isinstance(items[0], (tuple, list)):
+        return
+    first = items[0]
+    for pos, ref in enumerate(first):
+        if not isinstance(ref, torch.Tensor):
+            continue
+        for index, item in zip(indices[1:], items[1:]):
+            value = item[pos]
+            if isinstance(value, torch.Tensor) and value.shape != ref.shape:
+                what = ("image", "label")[pos] if pos < 2 else f"element {pos}"
+                raise DatasetLayoutError(
+                    f"{item_source(dataset, index)}: its {what} is {_size(tuple(value.shape))} (shape "
+                    f"{tuple(value.shape)}) after the transforms, but {_size(tuple(ref.shape))} is expected, the size "
+                    f"of {item_source(dataset, indices[0])} in the same batch; a batch needs items of one size: add a "
+                    "Resize or a fixed-size crop to the data transforms (e.g. data.init_args.train_transforms / "
+                    "eval_transforms), or use batch size 1"
+                )
+
+
+class SameSizeBatches:
+    """Batched item loading (``__getitems__``, which torch's ``DataLoader`` calls with a batch's indices) that
+    checks the items have one size before they are stacked (:func:`check_batch_shapes`)."""
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        items = [self[i] for i in indices]  # type: ignore[index]
+        check_batch_shapes(items, indices, self)
+        return items
+
+
+class _ImageDataset(SameSizeBatches, Dataset):
     """Shared loading: a list of (path, label), a mode, a transform, optional in-memory cache."""
 
     def __init__(
@@ -130,6 +177,10 @@ class _ImageDataset(Dataset):
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    def item_path(self, index: int) -> Path:
+        """The file item ``index`` is read from."""
+        return self.samples[index][0]
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -151,7 +202,7 @@ def apply_transform(transform: Callable | None, image: np.ndarray) -> torch.Tens
     return transform(image=image)["image"]
 
 
-class TransformedSubset(Dataset):
+class TransformedSubset(SameSizeBatches, Dataset):
     """``indices`` of a dataset with their own transform (a held-out split evaluated without augmentation).
 
     With ``return_index`` an item is ``(image, label, i)``, ``i`` its position in this subset: self-training
@@ -170,6 +221,10 @@ class TransformedSubset(Dataset):
     @property
     def targets(self) -> list[int]:
         return [self.base.samples[i][1] for i in self.indices]
+
+    def item_path(self, index: int) -> Path:
+        """The file item ``index`` is read from."""
+        return self.base.item_path(self.indices[index])
 
     def __len__(self) -> int:
         return len(self.indices)

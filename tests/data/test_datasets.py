@@ -191,3 +191,28 @@ def test_32bit_and_float_images_name_the_file(tmp_path: Path) -> None:
         load_image(wide, "L")
     with pytest.raises(CorruptImageError, match=rf"{floats}.*floating-point"):
         load_image(floats, "RGB")
+
+
+def _mixed_size_datamodule(tmp_path: Path, **kwargs) -> DomainPairDataModule:
+    """A source folder of 28x28 images and one 40x30 image, no transform that fixes the size."""
+    src = make_class_tree(tmp_path / "src", ["0", "1", "2"], per_class=4)
+    write_png(src / "1" / "odd.png", np.zeros((30, 40), np.uint8))
+    tgt = make_class_tree(tmp_path / "tgt", ["0", "1", "2"], per_class=2)
+    return DomainPairDataModule(source=DomainSpec(str(src)), target=DomainSpec(str(tgt)), num_workers=0,
+                                image_mode="L", **kwargs)
+
+
+def test_mixed_image_sizes_name_the_file_instead_of_failing_in_stack(tmp_path: Path) -> None:
+    dm = _mixed_size_datamodule(tmp_path, batch_size=13, source_val_fraction=0.0)
+    dm.setup("fit")
+    with pytest.raises(DatasetLayoutError, match=r"odd\.png.*(40x30.*28x28|28x28.*40x30).*Resize"):
+        next(iter(dm.train_dataloader()))
+    # evaluation with one image per batch needs no common size
+    dm = _mixed_size_datamodule(tmp_path / "b", batch_size=2, eval_batch_size=1, source_val_fraction=0.99)
+    dm.setup("fit")
+    sizes = {tuple(x.shape[-2:]) for x, _ in dm.val_dataloader()[1]}
+    assert sizes == {(28, 28), (30, 40)}
+    dm = _mixed_size_datamodule(tmp_path / "c", batch_size=2, eval_batch_size=13, source_val_fraction=0.99)
+    dm.setup("fit")
+    with pytest.raises(DatasetLayoutError, match=r"odd\.png"):
+        list(dm.val_dataloader()[1])
