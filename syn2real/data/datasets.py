@@ -32,10 +32,13 @@ __all__ = [
     "load_image",
     "scale_16bit",
     "natural_key",
+    "read_image_list",
+    "resolve_list_file",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IGNORE_LABEL = -1
+_SHOW_LINES = 5
 
 
 class DatasetLayoutError(ValueError):
@@ -293,27 +296,18 @@ class ImageListDataset(_ImageDataset):
         in_memory: bool = False,
     ) -> None:
         root = Path(root)
-        list_path = Path(list_file)
-        if not list_path.is_absolute() and not list_path.exists():
-            list_path = root / list_path
-        if not list_path.is_file():
-            raise DatasetLayoutError(f"list file {list_path} does not exist; expected lines 'relative/path label'")
-        samples: list[tuple[Path, int]] = []
-        for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise DatasetLayoutError(f"{list_path}:{lineno}: expected 'relative/path <int label>', got {line!r}")
-            samples.append((root / parts[0], int(parts[1])))
-        if not samples:
-            raise DatasetLayoutError(f"list file {list_path} has no entries")
-        num = max(label for _, label in samples) + 1
-        classes = list(classes) if classes is not None else [str(i) for i in range(num)]
-        bad = [(p, label) for p, label in samples if not 0 <= label < len(classes)]
+        list_path = resolve_list_file(root, list_file)
+        entries = read_image_list(list_path, root)
+        samples = [(path, label) for path, label, _ in entries]
+        self.lines = [lineno for _, _, lineno in entries]
+        self.list_file = list_path
+        classes = list(classes) if classes is not None else [str(i) for i in range(max(s[1] for s in samples) + 1)]
+        bad = [(n, label) for _, label, n in entries if not 0 <= label < len(classes)]
         if bad:
+            lineno, label = bad[0]
             raise DatasetLayoutError(
-                f"{list_path}: label {bad[0][1]} of {bad[0][0]} is outside 0..{len(classes) - 1} ({len(classes)} classes)"
+                f"{list_path}:{lineno}: label {label} is outside 0..{len(classes) - 1} ({len(classes)} classes); "
+                f"{len(bad)} line(s) like this, e.g. lines {[n for n, _ in bad[:_SHOW_LINES]]}"
             )
         missing = [p for p, _ in samples if not p.is_file()]
         if missing:
@@ -322,6 +316,33 @@ class ImageListDataset(_ImageDataset):
             )
         self.root = root
         super().__init__(samples, classes, transform, mode, in_memory)
+
+    def lines_outside(self, num_classes: int) -> list[tuple[int, int]]:
+        """``(line number, label)`` of the list's lines whose label is not in ``0..num_classes-1``."""
+        return [(n, label) for n, (_, label) in zip(self.lines, self.samples) if not 0 <= label < num_classes]
+
+
+def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
+    """``list_file`` as given when it exists or is absolute, else relative to ``root``."""
+    path = Path(list_file)
+    return Path(root) / path if not path.is_absolute() and not path.exists() else path
+
+
+def read_image_list(list_path: Path, root: Path) -> list[tuple[Path, int, int]]:
+    """``(root / relative path, label, line number)`` of each ``relative/path label`` line of a list file."""
+    if not list_path.is_file():
+        raise DatasetLayoutError(f"list file {list_path} does not exist; expected lines 'relative/path label'")
+    entries: list[tuple[Path, int, int]] = []
+    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise DatasetLayoutError(f"{list_path}:{lineno}: expected 'relative/path <int label>', got {line!r}")
+        entries.append((root / parts[0], int(parts[1]), lineno))
+    if not entries:
+        raise DatasetLayoutError(f"list file {list_path} has no entries")
+    return entries
 
 
 class UnlabelledFolderDataset(_ImageDataset):

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from syn2real.data.datamodule import run_loader, split_indices
+from syn2real.data.datamodule import check_fraction, check_loader_options, run_loader, split_indices
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, SameSizeBatches, load_image
 from syn2real.data.transforms import build_transform
 
@@ -267,6 +267,8 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        check_loader_options(batch_size, eval_batch_size, num_workers)
+        check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
         self.source, self.target, self.target_eval = source, target, target_eval
         self.classes = list(classes) if classes is not None else None
         self.batch_size = batch_size

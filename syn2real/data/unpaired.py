@@ -28,7 +28,7 @@ from albumentations.pytorch import ToTensorV2
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from syn2real.data.datamodule import run_loader
+from syn2real.data.datamodule import check_loader_options, check_min, run_loader
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -164,8 +164,9 @@ class UnpairedImageDataModule(L.LightningDataModule):
             normal = normal or str(base / "train" / "normal")
             if eval_low is None and (base / "test" / "low").is_dir():
                 eval_low, eval_reference = str(base / "test" / "low"), eval_reference or str(base / "test" / "reference")
-        if crop_size < 1 or batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"crop_size, batch_size and eval_batch_size must be >= 1, got {crop_size}, {batch_size}, {eval_batch_size}")
+        check_loader_options(batch_size, eval_batch_size, num_workers)
+        for key, value in (("crop_size", crop_size), ("repeat", repeat), ("eval_max_side", eval_max_side)):
+            check_min(key, value, 1)
         if (eval_low is None) != (eval_reference is None):
             raise ValueError("give both data.eval_low and data.eval_reference (paired evaluation), or neither")
         self.low, self.normal = low, normal

@@ -216,3 +216,52 @@ def test_mixed_image_sizes_name_the_file_instead_of_failing_in_stack(tmp_path: P
     dm.setup("fit")
     with pytest.raises(DatasetLayoutError, match=r"odd\.png"):
         list(dm.val_dataloader()[1])
+
+
+def test_out_of_range_label_in_a_list_names_the_list_line_not_the_target(tmp_path: Path) -> None:
+    classes = [str(c) for c in range(10)]
+    src = make_class_tree(tmp_path / "src", classes, per_class=1)
+    tgt = make_class_tree(tmp_path / "tgt", classes, per_class=1)
+    lines = [f"{c}/000.png {c}" for c in classes]
+    lines.insert(7, "7/000.png 12")  # a typo: 12 in a 10-class list, line 8
+    (src / "list.txt").write_text("\n".join(lines) + "\n")
+    dm = DomainPairDataModule(source=DomainSpec(str(src), format="list", list_file="list.txt"),
+                              target=DomainSpec(str(tgt)), num_workers=0, image_mode="L")
+    with pytest.raises(DatasetLayoutError, match=rf"{src / 'list.txt'}:8 .*label 12 is outside 0\.\.9.*data\.init_args"
+                                                 r"\.target") as err:
+        dm.setup("fit")
+    assert "class folders" not in str(err.value)
+    # with the classes given, the list itself is checked: file and line again
+    with pytest.raises(DatasetLayoutError, match=rf"{src / 'list.txt'}:8: label 12 is outside 0\.\.9 \(10 classes\)"):
+        ImageListDataset(src, "list.txt", classes=classes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "data.init_args.batch_size must be >= 1, got 0"),
+        ({"eval_batch_size": 0}, "data.init_args.eval_batch_size must be >= 1, got 0"),
+        ({"num_workers": -1}, "data.init_args.num_workers must be >= 0, got -1"),
+        ({"source_val_fraction": 1.0}, r"data.init_args.source_val_fraction must be in \[0, 1\), got 1.0"),
+        ({"source_val_fraction": -0.1}, r"data.init_args.source_val_fraction must be in \[0, 1\), got -0.1"),
+        ({"target_split": 0.0}, r"data.init_args.target_split must be in \(0, 1\), got 0.0"),
+        ({"target_split": 1.5}, r"data.init_args.target_split must be in \(0, 1\), got 1.5"),
+    ],
+)
+def test_out_of_range_options_name_the_config_key(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DomainPairDataModule(**kwargs)
+
+
+def test_segmentation_and_unpaired_options_name_the_config_key() -> None:
+    from syn2real.data.segmentation import SegmentationDataModule
+    from syn2real.data.unpaired import UnpairedImageDataModule
+
+    with pytest.raises(ValueError, match="data.init_args.batch_size must be >= 1, got 0"):
+        SegmentationDataModule(batch_size=0)
+    with pytest.raises(ValueError, match=r"data.init_args.source_val_fraction must be in \[0, 1\), got 2"):
+        SegmentationDataModule(source_val_fraction=2)
+    with pytest.raises(ValueError, match="data.init_args.crop_size must be >= 1, got 0"):
+        UnpairedImageDataModule(crop_size=0)
+    with pytest.raises(ValueError, match="data.init_args.repeat must be >= 1, got 0"):
+        UnpairedImageDataModule(repeat=0)
