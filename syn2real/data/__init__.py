@@ -1,11 +1,36 @@
 """Datasets for the common layouts, the domain-pair data modules (classification, segmentation) and the embedded
-digits benchmarks."""
+digits benchmarks.
 
-from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
-from syn2real.data.segmentation import DigitsSegmentationDataModule, SegDomainSpec, SegmentationDataModule
-from syn2real.data.unpaired import UnpairedImageDataModule
+The data modules are imported on first use (``syn2real.data.DigitsDataModule``), so a light submodule such as
+:mod:`syn2real.data.prep_cli` loads without torch and lightning.
+"""
 
-__all__ = [
-    "DigitsDataModule", "DigitsSegmentationDataModule", "DomainPairDataModule", "DomainSpec", "SegDomainSpec", "SegmentationDataModule",
-    "UnpairedImageDataModule",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
+    from syn2real.data.segmentation import DigitsSegmentationDataModule, SegDomainSpec, SegmentationDataModule
+    from syn2real.data.unpaired import UnpairedImageDataModule
+
+_HOMES = {
+    "DigitsDataModule": "datamodule", "DomainPairDataModule": "datamodule", "DomainSpec": "datamodule",
+    "DigitsSegmentationDataModule": "segmentation", "SegDomainSpec": "segmentation",
+    "SegmentationDataModule": "segmentation", "UnpairedImageDataModule": "unpaired",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'syn2real.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"syn2real.data.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -27,11 +27,16 @@ from syn2real.data.datasets import (
     ImageListDataset,
     TransformedSubset,
     UnlabelledFolderDataset,
+    read_image_list,
+    resolve_list_file,
 )
 from syn2real.data.resumable import ResumableLoader, ResumableSampler, SeededItems
 from syn2real.data.transforms import build_transform, seed_worker_transforms
 
-__all__ = ["DomainSpec", "DomainPairDataModule", "run_loader", "run_sampler", "split_indices"]
+__all__ = [
+    "DomainSpec", "DomainPairDataModule", "check_fraction", "check_loader_options", "check_min", "run_loader",
+    "run_sampler", "split_indices",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,28 @@ class DomainSpec:
     root: str | None = None
     format: Literal["folder", "list", "unlabelled"] = "folder"
     list_file: str | None = None
+
+
+def check_min(key: str, value: int | None, minimum: int) -> None:
+    """``data.init_args.<key>`` must be at least ``minimum`` (``None`` passes: the option is unset)."""
+    if value is not None and value < minimum:
+        raise ValueError(f"data.init_args.{key} must be >= {minimum}, got {value}")
+
+
+def check_fraction(key: str, value: float | None, zero_ok: bool) -> None:
+    """``data.init_args.<key>`` must be a fraction in [0, 1) (``zero_ok``) or (0, 1) (``None`` passes)."""
+    if value is None:
+        return
+    if not (0.0 <= value < 1.0 if zero_ok else 0.0 < value < 1.0):
+        interval = "[0, 1)" if zero_ok else "(0, 1)"
+        raise ValueError(f"data.init_args.{key} must be in {interval}, got {value}")
+
+
+def check_loader_options(batch_size: int, eval_batch_size: int | None, num_workers: int) -> None:
+    """The loader options every syn2real data module shares."""
+    check_min("batch_size", batch_size, 1)
+    check_min("eval_batch_size", eval_batch_size, 1)
+    check_min("num_workers", num_workers, 0)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -151,6 +178,9 @@ class DomainPairDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        check_loader_options(batch_size, eval_batch_size, num_workers)
+        check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
+        check_fraction("target_split", target_split, zero_ok=False)  # None: the transductive protocol
         self.source = source
         self.target = target
         self.target_eval = target_eval
@@ -200,6 +230,8 @@ class DomainPairDataModule(L.LightningDataModule):
         source = self._domain(self.source, "source", self.classes)
         if self.classes is None:
             self.classes = list(source.classes)
+            if isinstance(source, ImageListDataset):
+                self._check_inferred_classes(source)
         target = self._domain(self.target, "target", self._classes_for(self.target))
         self._check_classes(target, "target")
 
@@ -228,6 +260,28 @@ class DomainPairDataModule(L.LightningDataModule):
         self.eval_domains = [d for d, key in self._EVAL_KEYS.items() if key in self.datasets]
         sizes = {k: len(v) for k, v in self.datasets.items()}
         log.info("datasets: %s, %d classes", sizes, len(self.classes))
+
+    def _check_inferred_classes(self, source: ImageListDataset) -> None:
+        """Classes counted from the source list's largest label: a label beyond the class count of another labelled
+        domain is a wrong line of the list (name it), not a wrong class folder of that domain."""
+        for key in ("target", "target_eval"):
+            spec = getattr(self, key)
+            if spec is None or spec.root is None or spec.format == "unlabelled" or not Path(spec.root).is_dir():
+                continue
+            if spec.format == "folder":
+                count = sum(1 for d in Path(spec.root).iterdir() if d.is_dir() and not d.name.startswith("."))
+            elif spec.list_file is not None and resolve_list_file(spec.root, spec.list_file).is_file():
+                entries = read_image_list(resolve_list_file(spec.root, spec.list_file), Path(spec.root))
+                count = max(label for _, label, _ in entries) + 1
+            else:
+                continue
+            bad = source.lines_outside(count)
+            if 0 < count < len(source.classes) and bad:
+                raise DatasetLayoutError(
+                    f"{source.list_file}:{bad[0][0]} (data.init_args.source list file): label {bad[0][1]} is outside "
+                    f"0..{count - 1}, the {count} classes of data.init_args.{key} ({spec.root}); {len(bad)} line(s) "
+                    f"like this, e.g. lines {[n for n, _ in bad[:5]]}. Fix the list, or give data.init_args.classes"
+                )
 
     def _classes_for(self, spec: DomainSpec | None) -> list[str] | None:
         return None if spec is not None and spec.format == "unlabelled" else self.classes

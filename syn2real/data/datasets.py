@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +24,21 @@ __all__ = [
     "ImageFolderDataset",
     "TransformedSubset",
     "apply_transform",
+    "check_batch_shapes",
+    "item_source",
+    "SameSizeBatches",
     "ImageListDataset",
     "UnlabelledFolderDataset",
     "load_image",
+    "scale_16bit",
     "natural_key",
+    "read_image_list",
+    "resolve_list_file",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IGNORE_LABEL = -1
+_SHOW_LINES = 5
 
 
 class DatasetLayoutError(ValueError):
@@ -46,16 +54,42 @@ def natural_key(text: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def load_image(path: Path, mode: str) -> np.ndarray:
-    """Decode ``path`` into an HxWxC uint8 array in PIL ``mode`` ("L" or "RGB")."""
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def scale_16bit(values: np.ndarray, path: Path | str) -> np.ndarray:
+    """16-bit integer intensities (0..65535) -> uint8 by ``round(v * 255 / 65535)``, so the full range maps to the
+    full range instead of clipping at 255; values outside 0..65535 (32-bit images) are an error naming ``path``."""
+    values = np.asarray(values)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise CorruptImageError(
+            f"image {path} has integer values {low}..{high}; expected 8-bit or 16-bit (0..65535) intensities"
+        )
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def load_image(path: Path | str, mode: str) -> np.ndarray:
+    """Decode ``path`` into an HxWxC uint8 array in PIL ``mode`` ("L" or "RGB"); 16-bit greyscale images are scaled
+    (65535 -> 255) instead of clipped, 48/64-bit colour ones are reduced to 8 bits per channel by PIL."""
     try:
         with Image.open(path) as img:
             img.load()
-            arr = np.array(img.convert(mode))
+            source_mode = img.mode
+            raw = np.array(img) if source_mode in (*_SIXTEEN_BIT_MODES, "F") else np.array(img.convert(mode))
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"cannot decode image {path}: {err}; expected a readable image file") from err
+    if source_mode == "F":
+        raise CorruptImageError(
+            f"image {path} holds floating-point values (PIL mode F); expected 8-bit or 16-bit integer intensities"
+        )
+    if source_mode in _SIXTEEN_BIT_MODES:
+        grey = scale_16bit(raw, path)
+        arr = grey if mode == "L" else np.repeat(grey[..., None], 3, axis=2)
+    else:
+        arr = raw
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -80,7 +114,50 @@ def pair_by_name(first: Path, second: Path) -> tuple[list[tuple[str, Path, Path]
     return pairs, missing
 
 
-class _ImageDataset(Dataset):
+def item_source(dataset: Any, index: int) -> str:
+    """The file an item of ``dataset`` is read from (its ``item_path``), for error messages."""
+    locate = getattr(dataset, "item_path", None)
+    return str(locate(index)) if callable(locate) else f"item {index} of {type(dataset).__name__}"
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """``WxH`` of a CxHxW / HxW tensor shape, else the shape itself."""
+    return f"{shape[-1]}x{shape[-2]}" if len(shape) >= 2 else str(shape)
+
+
+def check_batch_shapes(items: Sequence[Any], indices: Sequence[int], dataset: Any) -> None:
+    """Every tensor of a batch's items must have the shape of the first item's, or collating would fail in
+    ``torch.stack`` without naming a file: raise naming the odd file, its size and the expected size."""
+    if len(items) < 2 or not isinstance(items[0], (tuple, list)):
+        return
+    first = items[0]
+    for pos, ref in enumerate(first):
+        if not isinstance(ref, torch.Tensor):
+            continue
+        for index, item in zip(indices[1:], items[1:]):
+            value = item[pos]
+            if isinstance(value, torch.Tensor) and value.shape != ref.shape:
+                what = ("image", "label")[pos] if pos < 2 else f"element {pos}"
+                raise DatasetLayoutError(
+                    f"{item_source(dataset, index)}: its {what} is {_size(tuple(value.shape))} (shape "
+                    f"{tuple(value.shape)}) after the transforms, but {_size(tuple(ref.shape))} is expected, the size "
+                    f"of {item_source(dataset, indices[0])} in the same batch; a batch needs items of one size: add a "
+                    "Resize or a fixed-size crop to the data transforms (e.g. data.init_args.train_transforms / "
+                    "eval_transforms), or use batch size 1"
+                )
+
+
+class SameSizeBatches:
+    """Batched item loading (``__getitems__``, which torch's ``DataLoader`` calls with a batch's indices) that
+    checks the items have one size before they are stacked (:func:`check_batch_shapes`)."""
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        items = [self[i] for i in indices]  # type: ignore[index]
+        check_batch_shapes(items, indices, self)
+        return items
+
+
+class _ImageDataset(SameSizeBatches, Dataset):
     """Shared loading: a list of (path, label), a mode, a transform, optional in-memory cache."""
 
     def __init__(
@@ -103,6 +180,10 @@ class _ImageDataset(Dataset):
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    def item_path(self, index: int) -> Path:
+        """The file item ``index`` is read from."""
+        return self.samples[index][0]
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -124,7 +205,7 @@ def apply_transform(transform: Callable | None, image: np.ndarray) -> torch.Tens
     return transform(image=image)["image"]
 
 
-class TransformedSubset(Dataset):
+class TransformedSubset(SameSizeBatches, Dataset):
     """``indices`` of a dataset with their own transform (a held-out split evaluated without augmentation).
 
     With ``return_index`` an item is ``(image, label, i)``, ``i`` its position in this subset: self-training
@@ -143,6 +224,10 @@ class TransformedSubset(Dataset):
     @property
     def targets(self) -> list[int]:
         return [self.base.samples[i][1] for i in self.indices]
+
+    def item_path(self, index: int) -> Path:
+        """The file item ``index`` is read from."""
+        return self.base.item_path(self.indices[index])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -211,27 +296,18 @@ class ImageListDataset(_ImageDataset):
         in_memory: bool = False,
     ) -> None:
         root = Path(root)
-        list_path = Path(list_file)
-        if not list_path.is_absolute() and not list_path.exists():
-            list_path = root / list_path
-        if not list_path.is_file():
-            raise DatasetLayoutError(f"list file {list_path} does not exist; expected lines 'relative/path label'")
-        samples: list[tuple[Path, int]] = []
-        for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise DatasetLayoutError(f"{list_path}:{lineno}: expected 'relative/path <int label>', got {line!r}")
-            samples.append((root / parts[0], int(parts[1])))
-        if not samples:
-            raise DatasetLayoutError(f"list file {list_path} has no entries")
-        num = max(label for _, label in samples) + 1
-        classes = list(classes) if classes is not None else [str(i) for i in range(num)]
-        bad = [(p, label) for p, label in samples if not 0 <= label < len(classes)]
+        list_path = resolve_list_file(root, list_file)
+        entries = read_image_list(list_path, root)
+        samples = [(path, label) for path, label, _ in entries]
+        self.lines = [lineno for _, _, lineno in entries]
+        self.list_file = list_path
+        classes = list(classes) if classes is not None else [str(i) for i in range(max(s[1] for s in samples) + 1)]
+        bad = [(n, label) for _, label, n in entries if not 0 <= label < len(classes)]
         if bad:
+            lineno, label = bad[0]
             raise DatasetLayoutError(
-                f"{list_path}: label {bad[0][1]} of {bad[0][0]} is outside 0..{len(classes) - 1} ({len(classes)} classes)"
+                f"{list_path}:{lineno}: label {label} is outside 0..{len(classes) - 1} ({len(classes)} classes); "
+                f"{len(bad)} line(s) like this, e.g. lines {[n for n, _ in bad[:_SHOW_LINES]]}"
             )
         missing = [p for p, _ in samples if not p.is_file()]
         if missing:
@@ -240,6 +316,33 @@ class ImageListDataset(_ImageDataset):
             )
         self.root = root
         super().__init__(samples, classes, transform, mode, in_memory)
+
+    def lines_outside(self, num_classes: int) -> list[tuple[int, int]]:
+        """``(line number, label)`` of the list's lines whose label is not in ``0..num_classes-1``."""
+        return [(n, label) for n, (_, label) in zip(self.lines, self.samples) if not 0 <= label < num_classes]
+
+
+def resolve_list_file(root: str | Path, list_file: str | Path) -> Path:
+    """``list_file`` as given when it exists or is absolute, else relative to ``root``."""
+    path = Path(list_file)
+    return Path(root) / path if not path.is_absolute() and not path.exists() else path
+
+
+def read_image_list(list_path: Path, root: Path) -> list[tuple[Path, int, int]]:
+    """``(root / relative path, label, line number)`` of each ``relative/path label`` line of a list file."""
+    if not list_path.is_file():
+        raise DatasetLayoutError(f"list file {list_path} does not exist; expected lines 'relative/path label'")
+    entries: list[tuple[Path, int, int]] = []
+    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise DatasetLayoutError(f"{list_path}:{lineno}: expected 'relative/path <int label>', got {line!r}")
+        entries.append((root / parts[0], int(parts[1]), lineno))
+    if not entries:
+        raise DatasetLayoutError(f"list file {list_path} has no entries")
+    return entries
 
 
 class UnlabelledFolderDataset(_ImageDataset):

@@ -24,6 +24,7 @@ import albumentations as A
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from syn2real.data.datasets import check_batch_shapes
 from syn2real.data.transforms import pipelines
 
 __all__ = ["ResumableSampler", "ResumableLoader", "SeededItems", "item_seeds"]
@@ -89,6 +90,12 @@ class SeededItems(Dataset):
             s = (seed + k) % 2**32
             pipeline.set_random_state(np.random.default_rng(s), random.Random(s))
         return self.dataset[index]
+
+    def __getitems__(self, keys: list[Any]) -> list[Any]:
+        """A batch's items, checked to have one size (naming the files otherwise) before they are stacked."""
+        items = [self[key] for key in keys]
+        check_batch_shapes(items, [key[0] if isinstance(key, tuple) else key for key in keys], self.dataset)
+        return items
 
     def __getattr__(self, name: str) -> Any:
         # attributes of the wrapped dataset (classes, targets, ...); never called for our own attributes

@@ -12,6 +12,8 @@ __all__ = [
     "IGNORE_INDEX",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_ID_TO_TRAINID",
+    "CITYSCAPES_NUM_LABEL_IDS",
+    "SYNTHIA_NUM_LABEL_IDS",
     "SYNTHIA_ID_TO_TRAINID",
     "SYNTHIA_16_CLASSES",
     "SYNTHIA_13_CLASSES",
@@ -37,6 +39,10 @@ CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
 
+# Cityscapes label ids are 0..33 (cityscapesScripts labels.py; GTA5 uses the same ids): any other value in a label
+# file is not a class of the dataset at all, counted by data_prep as an unknown id.
+CITYSCAPES_NUM_LABEL_IDS = 34
+
 # SYNTHIA-RAND-CITYSCAPES class id (its README: 0 void, 1 sky, 2 building, 3 road, 4 sidewalk, 5 fence,
 # 6 vegetation, 7 pole, 8 car, 9 traffic sign, 10 pedestrian, 11 bicycle, 12 motorcycle, 13 parking-slot,
 # 14 road-work, 15 traffic light, 16 terrain, 17 rider, 18 truck, 19 bus, 20 train, 21 wall, 22 lanemarking)
@@ -47,6 +53,9 @@ SYNTHIA_ID_TO_TRAINID: dict[int, int] = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9,
     1: 10, 10: 11, 17: 12, 8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
 }
+
+# SYNTHIA-RAND-CITYSCAPES class ids are 0..22 (its README); other values are unknown ids.
+SYNTHIA_NUM_LABEL_IDS = 23
 
 SYNTHIA_16_CLASSES: list[str] = [c for c in CITYSCAPES_CLASSES if c not in ("terrain", "truck", "train")]
 SYNTHIA_13_CLASSES: list[str] = [c for c in SYNTHIA_16_CLASSES if c not in ("wall", "fence", "pole")]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -30,9 +31,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, natural_key
+from syn2real.data.prep_cli import MAX_UNKNOWN_FRACTION, MISMATCH_RULES, seg_prep_parser
 from syn2real.data.seg_labels import (
     CITYSCAPES_ID_TO_TRAINID,
+    CITYSCAPES_NUM_LABEL_IDS,
     SYNTHIA_ID_TO_TRAINID,
+    SYNTHIA_NUM_LABEL_IDS,
     build_lut,
     classes_for,
     map_labels,
@@ -40,9 +44,10 @@ from syn2real.data.seg_labels import (
 )
 from syn2real.io import atomic_write, write_json_atomic
 
-__all__ = ["prepare_gta5", "prepare_cityscapes", "prepare_synthia", "cli_main", "read_label_ids"]
+__all__ = ["prepare_gta5", "prepare_cityscapes", "prepare_synthia", "cli_main", "run_prep", "read_label_ids"]
 
-MISMATCH_RULES = ("resize", "skip")
+log = logging.getLogger(__name__)
+
 _SHOW_FIRST = 5
 
 
@@ -56,6 +61,9 @@ class _Job:
     lut: bytes  # 256-entry uint8 table: dataset id -> protocol id
     mismatch: str
     skip_corrupt: bool
+    num_ids: int  # the dataset's label ids are 0..num_ids-1; other values are unknown (counted, mapped to 255)
+    ids_name: str  # what those ids are, for messages
+    max_unknown_fraction: float
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -119,6 +127,17 @@ def _convert(job: _Job) -> dict[str, Any]:
         if not job.skip_corrupt:
             raise
         return {"status": "corrupt", "error": str(err)}
+    unknown = ids >= job.num_ids
+    if unknown.any():
+        values, pixels = np.unique(ids[unknown], return_counts=True)
+        result["unknown"] = {int(v): int(n) for v, n in zip(values, pixels)}
+        fraction = float(unknown.mean())
+        if fraction > job.max_unknown_fraction:
+            raise DatasetLayoutError(
+                f"label {job.label}: {fraction:.1%} of its pixels hold ids {sorted(result['unknown'])[:10]} that are "
+                f"not {job.ids_name} (0..{job.num_ids - 1}); expected at most {job.max_unknown_fraction:.1%} "
+                "(they would become 255 = ignore). Check the download, or pass --max_unknown_fraction to accept them"
+            )
     label = Image.fromarray(map_labels(ids, np.frombuffer(job.lut, dtype=np.uint8)))
     if label.size != image_size:  # nearest neighbour keeps ids
         label = label.resize(image_size, Image.Resampling.NEAREST)
@@ -184,10 +203,12 @@ def _require_dir(folder: Path, message: str) -> None:
         raise DatasetLayoutError(message)
 
 
-def _check_options(num_classes: int, mismatch: str) -> None:
+def _check_options(num_classes: int, mismatch: str, max_unknown_fraction: float = MAX_UNKNOWN_FRACTION) -> None:
     classes_for(num_classes)
     if mismatch not in MISMATCH_RULES:
         raise ValueError(f"mismatch must be one of {MISMATCH_RULES}, got {mismatch!r}")
+    if not 0.0 <= max_unknown_fraction <= 1.0:
+        raise ValueError(f"max_unknown_fraction must be in [0, 1], got {max_unknown_fraction}")
 
 
 def _lut(mapping: dict[int, int], num_classes: int) -> bytes:
@@ -204,9 +225,11 @@ def _finish(
     workers: int,
     counts: dict[str, int],
     make_job: Callable[[Path, Path, Path, str], _Job],
+    max_unknown_fraction: float,
 ) -> dict[str, Any]:
     """Convert every pair, then write the list files, ``classes.txt`` and ``summary.json``."""
     previous = out / "summary.json"
+    old: dict[str, Any] = {}
     if previous.is_file():
         try:
             old = json.loads(previous.read_text())
@@ -219,7 +242,10 @@ def _finish(
             )
     jobs = [make_job(image, label, out / "labels" / f"{key}.png", split)
             for split, items in pairs.items() for key, image, label in items]
-    counts.update(written=0, done=0, mismatched=0, skipped_mismatch=0, skipped_corrupt=0)
+    counts.update(written=0, done=0, mismatched=0, skipped_mismatch=0, skipped_corrupt=0, files_with_unknown_ids=0)
+    # labels kept from an earlier run are not read again: their unknown ids come from its summary
+    kept_unknown = {item["label"]: item["ids"] for item in old.get("files_with_unknown_ids", [])}
+    unknown_files: list[dict[str, Any]] = []
     mismatched: list[dict[str, Any]] = []
     corrupt: list[str] = []
     listed: dict[str, list[str]] = {split: [] for split in pairs}
@@ -239,8 +265,26 @@ def _finish(
             counts["skipped_mismatch"] += 1
             continue
         counts[status] += 1
+        label_name = job.label.relative_to(root).as_posix()
+        ids = result.get("unknown") if status == "written" else kept_unknown.get(label_name)
+        if ids:
+            unknown_files.append({"label": label_name, "ids": {str(k): int(v) for k, v in ids.items()}})
         listed[job.listed_as].append(
             f"{Path(os.path.relpath(job.image, out)).as_posix()} {Path(os.path.relpath(job.output, out)).as_posix()}"
+        )
+    counts["files_with_unknown_ids"] = len(unknown_files)
+    unknown_pixels: dict[int, int] = {}
+    unknown_in: dict[int, int] = {}
+    for item in unknown_files:
+        for key, n in item["ids"].items():
+            unknown_pixels[int(key)] = unknown_pixels.get(int(key), 0) + n
+            unknown_in[int(key)] = unknown_in.get(int(key), 0) + 1
+    if unknown_files:
+        log.warning(
+            "%s: %d label file(s) hold ids that are no %s label ids, mapped to 255 (ignore): %s; see %s",
+            dataset, len(unknown_files), dataset,
+            ", ".join(f"id {k}: {unknown_pixels[k]} pixels in {unknown_in[k]} file(s)" for k in sorted(unknown_pixels)),
+            previous,
         )
     classes = classes_for(num_classes)
     for split, lines in listed.items():
@@ -259,6 +303,10 @@ def _finish(
         "lists": {f"{split}.txt": len(lines) for split, lines in listed.items()},
         "mismatched_files": mismatched,
         "corrupt_files": corrupt,
+        "max_unknown_fraction": max_unknown_fraction,
+        "unknown_ids": {str(k): unknown_pixels[k] for k in sorted(unknown_pixels)},
+        "unknown_id_files": {str(k): unknown_in[k] for k in sorted(unknown_in)},
+        "files_with_unknown_ids": unknown_files,
         "label_format": "8-bit PNG (mode L) of train ids 0..num_classes-1, 255 = ignore",
         "list_format": "<image path> <label path> per line, relative to the list file's folder",
     }
@@ -282,13 +330,14 @@ def prepare_gta5(
     workers: int = 0,
     allow_missing: bool = False,
     skip_corrupt: bool = False,
+    max_unknown_fraction: float = MAX_UNKNOWN_FRACTION,
 ) -> dict[str, Any]:
     """GTA5 (``images/00001.png``, ``labels/00001.png`` with Cityscapes label ids) -> train ids + ``train.txt``.
 
     Labels whose size differs from their image are resized (nearest neighbour) or, with ``mismatch="skip"``,
     left out of the list; both are reported in the summary. Returns the summary (also written as summary.json)."""
     root = Path(root)
-    _check_options(num_classes, mismatch)
+    _check_options(num_classes, mismatch, max_unknown_fraction)
     expected = "expected images/00001.png and labels/00001.png"
     _require_dir(root, f"GTA5 root {root} does not exist; {expected}")
     for sub in ("images", "labels"):
@@ -302,7 +351,10 @@ def prepare_gta5(
     out_dir = _out_dir(root, out, num_classes)
     return _finish(
         "gta5", root, out_dir, {"train": [(k, images[k], labels[k]) for k in keys]}, num_classes, mismatch, workers,
-        counts, lambda i, lab, o, s: _Job(i, lab, o, s, "indexed", lut, mismatch, skip_corrupt),
+        counts,
+        lambda i, lab, o, s: _Job(i, lab, o, s, "indexed", lut, mismatch, skip_corrupt,
+                                  CITYSCAPES_NUM_LABEL_IDS, "Cityscapes label ids", max_unknown_fraction),
+        max_unknown_fraction,
     )
 
 
@@ -315,11 +367,12 @@ def prepare_cityscapes(
     allow_missing: bool = False,
     skip_corrupt: bool = False,
     splits: Sequence[str] = ("train", "val"),
+    max_unknown_fraction: float = MAX_UNKNOWN_FRACTION,
 ) -> dict[str, Any]:
     """Cityscapes (``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png``, ``gtFine/<split>/<city>/<name>_gtFine_
     labelIds.png``) -> ``labels/<split>/<city>/<name>.png`` + ``<split>.txt`` for train and val (test has no labels)."""
     root = Path(root)
-    _check_options(num_classes, mismatch)
+    _check_options(num_classes, mismatch, max_unknown_fraction)
     bad = [s for s in splits if s not in ("train", "val")]
     if bad or not splits:
         raise ValueError(f"Cityscapes splits must be among train, val (test has no public labels), got {list(splits)}")
@@ -348,7 +401,9 @@ def prepare_cityscapes(
     lut = _lut(CITYSCAPES_ID_TO_TRAINID, num_classes)
     return _finish(
         "cityscapes", root, _out_dir(root, out, num_classes), pairs, num_classes, mismatch, workers, counts,
-        lambda i, lab, o, s: _Job(i, lab, o, s, "indexed", lut, mismatch, skip_corrupt),
+        lambda i, lab, o, s: _Job(i, lab, o, s, "indexed", lut, mismatch, skip_corrupt,
+                                  CITYSCAPES_NUM_LABEL_IDS, "Cityscapes label ids", max_unknown_fraction),
+        max_unknown_fraction,
     )
 
 
@@ -360,11 +415,12 @@ def prepare_synthia(
     workers: int = 0,
     allow_missing: bool = False,
     skip_corrupt: bool = False,
+    max_unknown_fraction: float = MAX_UNKNOWN_FRACTION,
 ) -> dict[str, Any]:
     """SYNTHIA-RAND-CITYSCAPES (``RGB/0000000.png``, ``GT/LABELS/0000000.png``: 16-bit, class id in R) -> train ids
     + ``train.txt``. Use ``num_classes=16`` or ``13`` for the SYNTHIA->Cityscapes protocols."""
     root = Path(root)
-    _check_options(num_classes, mismatch)
+    _check_options(num_classes, mismatch, max_unknown_fraction)
     expected = "expected RGB/0000000.png and GT/LABELS/0000000.png"
     _require_dir(root, f"SYNTHIA root {root} does not exist; {expected}")
     for sub in ("RGB", "GT", "GT/LABELS"):
@@ -378,7 +434,9 @@ def prepare_synthia(
     return _finish(
         "synthia", root, _out_dir(root, out, num_classes), {"train": [(k, images[k], labels[k]) for k in keys]},
         num_classes, mismatch, workers, counts,
-        lambda i, lab, o, s: _Job(i, lab, o, s, "synthia", lut, mismatch, skip_corrupt),
+        lambda i, lab, o, s: _Job(i, lab, o, s, "synthia", lut, mismatch, skip_corrupt,
+                                  SYNTHIA_NUM_LABEL_IDS, "SYNTHIA class ids", max_unknown_fraction),
+        max_unknown_fraction,
     )
 
 
@@ -387,23 +445,17 @@ _PREPARE = {"gta5": prepare_gta5, "cityscapes": prepare_cityscapes, "synthia": p
 
 def cli_main(dataset: str, argv: list[str] | None, description: str) -> int:
     """The shared command line of ``data_prep/{gta5,cityscapes,synthia}.py``; 0 on success, 2 on a layout error."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--root", required=True, help="the unpacked official download")
-    parser.add_argument("--out", help="output folder (default <root>/syn2real/<num_classes>classes)")
-    parser.add_argument("--num_classes", type=int, choices=(19, 16, 13), default=19,
-                        help="19 Cityscapes classes, or the 16/13-class SYNTHIA protocols")
-    parser.add_argument("--mismatch", choices=MISMATCH_RULES, default="resize",
-                        help="label size != image size: nearest-neighbour resize of the label, or skip the pair")
-    parser.add_argument("--workers", type=int, default=0, help="processes converting labels (0: this one)")
-    parser.add_argument("--allow_missing", action="store_true", help="skip images without labels (and vice versa)")
-    parser.add_argument("--skip_corrupt", action="store_true", help="count and skip unreadable files")
-    if dataset == "cityscapes":
-        parser.add_argument("--splits", nargs="+", choices=("train", "val"), default=["train", "val"])
-    args = parser.parse_args(argv)
+    return run_prep(dataset, seg_prep_parser(dataset, description).parse_args(argv))
+
+
+def run_prep(dataset: str, args: argparse.Namespace) -> int:
+    """Convert ``dataset`` with the options parsed by :func:`~syn2real.data.prep_cli.seg_prep_parser` and print a
+    summary; 0 on success, 2 on a layout error."""
     kwargs = {"splits": args.splits} if dataset == "cityscapes" else {}
     try:
         summary = _PREPARE[dataset](args.root, args.out, args.num_classes, args.mismatch, args.workers,
-                                    args.allow_missing, args.skip_corrupt, **kwargs)
+                                    args.allow_missing, args.skip_corrupt,
+                                    max_unknown_fraction=args.max_unknown_fraction, **kwargs)
     except (DatasetLayoutError, CorruptImageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -412,7 +464,8 @@ def cli_main(dataset: str, argv: list[str] | None, description: str) -> int:
     print(f"{dataset}: written {counts['written']}, kept (already done) {counts['done']}, "
           f"size mismatches {counts['mismatched']} ({summary['mismatch_rule']}), "
           f"corrupt skipped {counts['skipped_corrupt']}, unpaired skipped "
-          f"{counts['missing_label'] + counts['missing_image']}; lists: {lists} -> {summary['out']}")
+          f"{counts['missing_label'] + counts['missing_image']}, label files with unknown ids (now 255) "
+          f"{counts['files_with_unknown_ids']}; lists: {lists} -> {summary['out']}")
     for item in summary["mismatched_files"][:20]:
         print(f"  size mismatch: {item['label']} {item['label_size']} vs image {item['image_size']} "
               f"-> {item['action']}", file=sys.stderr)

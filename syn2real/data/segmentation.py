@@ -31,8 +31,8 @@ from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from syn2real.data.datamodule import run_loader, split_indices
-from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, load_image
+from syn2real.data.datamodule import check_fraction, check_loader_options, run_loader, split_indices
+from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, SameSizeBatches, load_image
 from syn2real.data.transforms import build_transform
 
 __all__ = [
@@ -107,7 +107,7 @@ def _resize_nearest(label: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-class SegmentationListDataset(Dataset):
+class SegmentationListDataset(SameSizeBatches, Dataset):
     """Image + label map pairs of a segmentation list file.
 
     Args:
@@ -151,6 +151,10 @@ class SegmentationListDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def item_path(self, index: int) -> Path:
+        """The image file of item ``index``."""
+        return self.images[index]
 
     def pseudo_label_path(self, index: int) -> Path:
         if self.pseudo_label_dir is None:
@@ -263,6 +267,8 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        check_loader_options(batch_size, eval_batch_size, num_workers)
+        check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
         self.source, self.target, self.target_eval = source, target, target_eval
         self.classes = list(classes) if classes is not None else None
         self.batch_size = batch_size

@@ -28,11 +28,13 @@ from albumentations.pytorch import ToTensorV2
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from syn2real.data.datamodule import run_loader
+from syn2real.data.datamodule import check_loader_options, check_min, run_loader
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
+    SameSizeBatches,
     UnlabelledFolderDataset,
+    item_source,
     load_image,
     pair_by_name,
 )
@@ -48,7 +50,7 @@ def to_gan_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div(127.5).sub(1.0)
 
 
-class RepeatedDataset(Dataset):
+class RepeatedDataset(SameSizeBatches, Dataset):
     """Each item of ``base`` ``times`` times per epoch (each time with a new random crop): an epoch of a folder of
     a few dozen photos is then a useful number of steps."""
 
@@ -63,8 +65,12 @@ class RepeatedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         return self.base[index % len(self.base)]  # type: ignore[arg-type]
 
+    def item_path(self, index: int) -> str:
+        """The file item ``index`` is read from."""
+        return item_source(self.base, index % len(self.base))  # type: ignore[arg-type]
 
-class PairedFolderDataset(Dataset):
+
+class PairedFolderDataset(SameSizeBatches, Dataset):
     """``(low, reference)`` pairs in [-1, 1]: every image under ``low`` with the file of the same relative path under
     ``reference`` (any image extension). ``max_side`` downsizes both (area interpolation) so the longer side is at
     most that many pixels; ``None`` keeps full resolution."""
@@ -87,6 +93,10 @@ class PairedFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def item_path(self, index: int) -> Path:
+        """The low-light file of pair ``index``."""
+        return self.pairs[index][0]
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -154,8 +164,9 @@ class UnpairedImageDataModule(L.LightningDataModule):
             normal = normal or str(base / "train" / "normal")
             if eval_low is None and (base / "test" / "low").is_dir():
                 eval_low, eval_reference = str(base / "test" / "low"), eval_reference or str(base / "test" / "reference")
-        if crop_size < 1 or batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"crop_size, batch_size and eval_batch_size must be >= 1, got {crop_size}, {batch_size}, {eval_batch_size}")
+        check_loader_options(batch_size, eval_batch_size, num_workers)
+        for key, value in (("crop_size", crop_size), ("repeat", repeat), ("eval_max_side", eval_max_side)):
+            check_min(key, value, 1)
         if (eval_low is None) != (eval_reference is None):
             raise ValueError("give both data.eval_low and data.eval_reference (paired evaluation), or neither")
         self.low, self.normal = low, normal

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from conftest import make_class_tree, write_png
 
 from syn2real.data.datamodule import DomainPairDataModule, DomainSpec, split_indices
@@ -14,6 +15,7 @@ from syn2real.data.datasets import (
     ImageFolderDataset,
     ImageListDataset,
     UnlabelledFolderDataset,
+    load_image,
 )
 from syn2real.data.transforms import build_transform
 
@@ -165,3 +167,101 @@ def test_datamodule_unlabelled_target_with_separate_eval(tmp_path: Path) -> None
     dm.setup("fit")
     assert set(dm.datasets["target_train"].targets) == {-1}
     assert sorted(set(dm.datasets["target_eval"].targets)) == [0, 1]
+
+
+def test_dark_16bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    # a dark 16-bit greyscale photo (0..12000 of 65535) used to read as 255 on 97% of its pixels
+    values = np.linspace(0, 12000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    values[0, 0] = 65535
+    write_png(tmp_path / "dark" / "0" / "a.png", values)
+    expected = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    x, _ = ImageFolderDataset(tmp_path / "dark", mode="L")[0]
+    assert x.shape == (1, 64, 64)
+    assert np.array_equal(x[0].numpy(), expected)
+    assert float((x[0] == 255).float().mean()) == 1 / (64 * 64)  # only the one full-scale pixel
+    rgb = load_image(tmp_path / "dark" / "0" / "a.png", "RGB")
+    assert rgb.shape == (64, 64, 3) and all(np.array_equal(rgb[..., c], expected) for c in range(3))
+
+
+def test_32bit_and_float_images_name_the_file(tmp_path: Path) -> None:
+    wide, floats = tmp_path / "wide.tif", tmp_path / "float.tif"
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(wide)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(floats)
+    with pytest.raises(CorruptImageError, match=rf"{wide}.*70000.*expected 8-bit or 16-bit"):
+        load_image(wide, "L")
+    with pytest.raises(CorruptImageError, match=rf"{floats}.*floating-point"):
+        load_image(floats, "RGB")
+
+
+def _mixed_size_datamodule(tmp_path: Path, **kwargs) -> DomainPairDataModule:
+    """A source folder of 28x28 images and one 40x30 image, no transform that fixes the size."""
+    src = make_class_tree(tmp_path / "src", ["0", "1", "2"], per_class=4)
+    write_png(src / "1" / "odd.png", np.zeros((30, 40), np.uint8))
+    tgt = make_class_tree(tmp_path / "tgt", ["0", "1", "2"], per_class=2)
+    return DomainPairDataModule(source=DomainSpec(str(src)), target=DomainSpec(str(tgt)), num_workers=0,
+                                image_mode="L", **kwargs)
+
+
+def test_mixed_image_sizes_name_the_file_instead_of_failing_in_stack(tmp_path: Path) -> None:
+    dm = _mixed_size_datamodule(tmp_path, batch_size=13, source_val_fraction=0.0)
+    dm.setup("fit")
+    with pytest.raises(DatasetLayoutError, match=r"odd\.png.*(40x30.*28x28|28x28.*40x30).*Resize"):
+        next(iter(dm.train_dataloader()))
+    # evaluation with one image per batch needs no common size
+    dm = _mixed_size_datamodule(tmp_path / "b", batch_size=2, eval_batch_size=1, source_val_fraction=0.99)
+    dm.setup("fit")
+    sizes = {tuple(x.shape[-2:]) for x, _ in dm.val_dataloader()[1]}
+    assert sizes == {(28, 28), (30, 40)}
+    dm = _mixed_size_datamodule(tmp_path / "c", batch_size=2, eval_batch_size=13, source_val_fraction=0.99)
+    dm.setup("fit")
+    with pytest.raises(DatasetLayoutError, match=r"odd\.png"):
+        list(dm.val_dataloader()[1])
+
+
+def test_out_of_range_label_in_a_list_names_the_list_line_not_the_target(tmp_path: Path) -> None:
+    classes = [str(c) for c in range(10)]
+    src = make_class_tree(tmp_path / "src", classes, per_class=1)
+    tgt = make_class_tree(tmp_path / "tgt", classes, per_class=1)
+    lines = [f"{c}/000.png {c}" for c in classes]
+    lines.insert(7, "7/000.png 12")  # a typo: 12 in a 10-class list, line 8
+    (src / "list.txt").write_text("\n".join(lines) + "\n")
+    dm = DomainPairDataModule(source=DomainSpec(str(src), format="list", list_file="list.txt"),
+                              target=DomainSpec(str(tgt)), num_workers=0, image_mode="L")
+    with pytest.raises(DatasetLayoutError, match=rf"{src / 'list.txt'}:8 .*label 12 is outside 0\.\.9.*data\.init_args"
+                                                 r"\.target") as err:
+        dm.setup("fit")
+    assert "class folders" not in str(err.value)
+    # with the classes given, the list itself is checked: file and line again
+    with pytest.raises(DatasetLayoutError, match=rf"{src / 'list.txt'}:8: label 12 is outside 0\.\.9 \(10 classes\)"):
+        ImageListDataset(src, "list.txt", classes=classes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "data.init_args.batch_size must be >= 1, got 0"),
+        ({"eval_batch_size": 0}, "data.init_args.eval_batch_size must be >= 1, got 0"),
+        ({"num_workers": -1}, "data.init_args.num_workers must be >= 0, got -1"),
+        ({"source_val_fraction": 1.0}, r"data.init_args.source_val_fraction must be in \[0, 1\), got 1.0"),
+        ({"source_val_fraction": -0.1}, r"data.init_args.source_val_fraction must be in \[0, 1\), got -0.1"),
+        ({"target_split": 0.0}, r"data.init_args.target_split must be in \(0, 1\), got 0.0"),
+        ({"target_split": 1.5}, r"data.init_args.target_split must be in \(0, 1\), got 1.5"),
+    ],
+)
+def test_out_of_range_options_name_the_config_key(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DomainPairDataModule(**kwargs)
+
+
+def test_segmentation_and_unpaired_options_name_the_config_key() -> None:
+    from syn2real.data.segmentation import SegmentationDataModule
+    from syn2real.data.unpaired import UnpairedImageDataModule
+
+    with pytest.raises(ValueError, match="data.init_args.batch_size must be >= 1, got 0"):
+        SegmentationDataModule(batch_size=0)
+    with pytest.raises(ValueError, match=r"data.init_args.source_val_fraction must be in \[0, 1\), got 2"):
+        SegmentationDataModule(source_val_fraction=2)
+    with pytest.raises(ValueError, match="data.init_args.crop_size must be >= 1, got 0"):
+        UnpairedImageDataModule(crop_size=0)
+    with pytest.raises(ValueError, match="data.init_args.repeat must be >= 1, got 0"):
+        UnpairedImageDataModule(repeat=0)

@@ -301,7 +301,7 @@ def test_data_prep_script(prepared: dict[str, Path], tmp_path: Path, capsys: pyt
     spec.loader.exec_module(module)
     preview = tmp_path / "preview.png"
     root = prepared["synthetic"].parent
-    assert module.main(["--root", str(root), "--n-synthetic", str(N_SMALL), "--preview", str(preview)]) == 0
+    assert module.main(["--root", str(root), "--n_synthetic", str(N_SMALL), "--preview", str(preview)]) == 0
     out = capsys.readouterr().out
     assert str(prepared["synthetic"]) in out and "5000 images" in out
     with Image.open(preview) as img:

@@ -299,7 +299,7 @@ def test_data_prep_script(built: dict[str, Path], tmp_path: Path, capsys: pytest
     spec.loader.exec_module(module)
     root = built["synthetic"].parents[1]
     out_png = tmp_path / "preview.png"
-    assert module.main(["--root", str(root), "--n-synthetic", str(N_SYNTHETIC), "--preview", str(out_png)]) == 0
+    assert module.main(["--root", str(root), "--n_synthetic", str(N_SYNTHETIC), "--preview", str(out_png)]) == 0
     out = capsys.readouterr().out
     assert f"mnist_val: {built['mnist_val']} (500 canvases)" in out and "ignore=" in out
     assert out_png.is_file()

@@ -179,3 +179,12 @@ def test_classes_mismatch_between_source_and_target_is_clear(tmp_path: Path) -> 
     no_classes = make_list(tmp_path / "src2", classes=None)
     with pytest.raises(DatasetLayoutError, match="no data.classes given and no classes.txt"):
         _datamodule(no_classes, src, val).setup("fit")
+
+
+def test_mixed_sizes_in_a_batch_name_the_file(tmp_path: Path) -> None:
+    list_file = make_list(tmp_path / "d", n=2)
+    write_png(tmp_path / "d" / "images" / "1.png", np.zeros((9, 15, 3), np.uint8))
+    write_png(tmp_path / "d" / "labels" / "1.png", np.zeros((9, 15), np.uint8))
+    ds = SegmentationListDataset(list_file, 3, build_transform([]))
+    with pytest.raises(DatasetLayoutError, match=r"images/1\.png: its image is 15x9 .* 12x8 is expected"):
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))

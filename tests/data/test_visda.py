@@ -21,7 +21,7 @@ def test_data_prep_writes_checked_lists_that_the_loader_reads(tmp_path: Path, ca
     spec = importlib.util.spec_from_file_location("visda17_prep", REPO / "data_prep" / "visda17.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.main(["--root", str(root), "--max-per-class", "2"])
+    script.main(["--root", str(root), "--max_per_class", "2"])
     report = json.loads(capsys.readouterr().out)
     assert report["train"]["images"] == 24 and report["validation"]["per_class"]["truck"] == 2
     lists = root / "lists"

@@ -228,3 +228,37 @@ def test_corrupt_label_names_the_file(tmp_path: Path) -> None:
     assert summary["counts"]["skipped_corrupt"] == 1 and summary["lists"] == {"train.txt": 1}
     assert "0000001.png" in summary["corrupt_files"][0]
     assert not list((root / "syn2real").rglob("*.tmp"))
+
+
+def test_unknown_label_ids_are_counted_warned_and_an_error_above_the_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_gta5_tree(tmp_path / "gta5", n=4)
+    raw = {f"labels/{i + 1:05d}.png": read_label_ids(root / "labels" / f"{i + 1:05d}.png", "indexed") for i in range(4)}
+    # 34 is no Cityscapes label id: it used to become 255 without a trace
+    expected = {name: int((ids == 34).sum()) for name, ids in raw.items() if (ids == 34).any()}
+    assert expected
+    with caplog.at_level("WARNING"):
+        summary = prepare_gta5(root)
+    assert summary["unknown_ids"] == {"34": sum(expected.values())}
+    assert summary["unknown_id_files"] == {"34": len(expected)}
+    assert summary["files_with_unknown_ids"] == [{"label": k, "ids": {"34": v}} for k, v in expected.items()]
+    assert summary["counts"]["files_with_unknown_ids"] == len(expected)
+    assert "id 34" in caplog.text and "mapped to 255" in caplog.text
+    # a rerun keeps the converted labels and still reports their unknown ids
+    again = prepare_gta5(root)
+    assert again["counts"]["done"] == 4 and again["unknown_ids"] == summary["unknown_ids"]
+
+    # a label made mostly of ids the dataset does not have is an error naming the file, unless the flag allows it
+    bad = root / "labels" / "00003.png"
+    ids = raw["labels/00003.png"].copy()
+    ids[:, : ids.shape[1] // 2] = 200
+    Image.fromarray(ids.astype(np.uint8)).save(bad)
+    with pytest.raises(DatasetLayoutError, match=r"00003\.png: 5\d\.\d% of its pixels hold ids \[(34, )?200\].*"
+                                                 r"--max_unknown_fraction"):
+        prepare_gta5(root, out=tmp_path / "strict")
+    assert _script("gta5").main(["--root", str(root), "--out", str(tmp_path / "strict")]) == 2
+    assert _script("gta5").main(["--root", str(root), "--out", str(tmp_path / "lenient"),
+                                 "--max_unknown_fraction", "0.9"]) == 0
+    lenient = json.loads((tmp_path / "lenient" / "summary.json").read_text())
+    assert lenient["unknown_ids"]["200"] == int((ids == 200).sum()) and lenient["max_unknown_fraction"] == 0.9
