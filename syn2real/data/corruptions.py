@@ -1,6 +1,6 @@
 """ImageNet-C common corruptions (Hendrycks & Dietterich, ICLR 2019): the 15 benchmark types and the 4 extra
-(validation) types, severities 1–5, with the published parameter tables, on numpy / SciPy / scikit-image / OpenCV /
-Pillow. Every random draw comes from the numpy ``Generator`` passed in, so a seed fixes the result.
+(validation) types, severities 1–5, with the published parameter tables, on numpy / SciPy / OpenCV / Pillow.
+Every random draw comes from the numpy ``Generator`` passed in, so a seed fixes the result.
 
 Conventions, and where this differs from the reference code (ImageNet-C as packaged by ``imagecorruptions`` 1.1.2):
 
@@ -16,8 +16,8 @@ Conventions, and where this differs from the reference code (ImageNet-C as packa
 - glass blur reproduces the published behaviour: the "swap" in the reference assigns through numpy views, so each
   step copies the neighbour's pixel into place (pixels repeat rather than permute);
 - frost: the reference blends crops of frost photographs shipped with the package; here the frost layer is
-  generated procedurally (feathery ice needles along a random flow field, over a plasma-fractal shading), drawn to the mean colour and
-  contrast measured from those photographs. Frost therefore matches the reference in statistics, not pixels;
+  generated procedurally (feathery ice needles along a random flow field, over a plasma-fractal shading), drawn
+  to the mean colour and contrast measured from those photographs. Frost matches the reference in statistics only;
 - impulse noise draws its salt-and-pepper mask from ``rng`` itself instead of through scikit-image's
   ``random_noise`` (same distribution).
 """
@@ -32,7 +32,6 @@ import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage import color as skcolor
 
 __all__ = ["ALL_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "corrupt", "frost_texture", "plasma_fractal"]
 
@@ -102,7 +101,8 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur over the two spatial axes only (scikit-image's defaults: nearest border, truncate 4)."""
+    """Gaussian blur over the two spatial axes only (the reference's scikit-image defaults: nearest border,
+    truncate 4)."""
     sigmas = (sigma, sigma) + (0,) * (x.ndim - 2)
     return ndimage.gaussian_filter(x, sigmas, mode="nearest", truncate=4.0)
 
@@ -133,6 +133,32 @@ def _motion_blur(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.n
         cols = np.clip(np.arange(w) - dx, 0, w - 1)
         out = out + weights[i] * x[rows][:, cols]
     return out
+
+
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] to HSV in [0, 1] (Smith's hexcone model, as scikit-image computes it: where several channels
+    are maximal, blue's hue formula wins over green's over red's)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = rgb.max(axis=-1)
+    delta = value - rgb.min(axis=-1)
+    gray = delta == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        saturation = np.where(gray, 0.0, delta / value)
+        from_green = np.where(g == value, 2.0 + (b - r) / delta, (g - b) / delta)
+        sector = np.where(b == value, 4.0 + (r - g) / delta, from_green)
+        hue = np.where(gray, 0.0, (sector / 6.0) % 1.0)
+    return np.stack([hue, saturation, value], axis=-1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """HSV in [0, 1] back to RGB in [0, 1] (the inverse hexcone map, sector by sector)."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = np.floor(h * 6)
+    f = h * 6 - sector
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    which = (sector.astype(np.uint8) % 6)[..., None]
+    rows = ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+    return np.select([which == k for k in range(6)], [np.stack(row, axis=-1) for row in rows])
 
 
 def _next_power_of_two(n: int) -> int:
@@ -325,9 +351,9 @@ def _brightness(img: np.ndarray, severity: int, rng: Rng) -> np.ndarray:
     shift = _BRIGHTNESS[severity - 1]
     if x.shape[2] == 1:
         return _unit_to_uint8(x + shift)
-    hsv = skcolor.rgb2hsv(x)
+    hsv = _rgb_to_hsv(x)
     hsv[..., 2] = np.clip(hsv[..., 2] + shift, 0, 1)
-    return _unit_to_uint8(skcolor.hsv2rgb(hsv))
+    return _unit_to_uint8(_hsv_to_rgb(hsv))
 
 
 def _contrast(img: np.ndarray, severity: int, rng: Rng) -> np.ndarray:
@@ -340,9 +366,9 @@ def _saturate(img: np.ndarray, severity: int, rng: Rng) -> np.ndarray:
     if img.shape[2] == 1:
         return img.copy()
     factor, offset = _SATURATE[severity - 1]
-    hsv = skcolor.rgb2hsv(img / 255.0)
+    hsv = _rgb_to_hsv(img / 255.0)
     hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
-    return _unit_to_uint8(skcolor.hsv2rgb(hsv))
+    return _unit_to_uint8(_hsv_to_rgb(hsv))
 
 
 def _elastic_transform(img: np.ndarray, severity: int, rng: Rng) -> np.ndarray:

@@ -221,7 +221,7 @@ def reference(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., np.ndar
         import imagecorruptions.corruptions as functions
     import skimage.filters
 
-    def gaussian(image: np.ndarray, sigma: float = 1, multichannel: bool | None = None, **kwargs) -> np.ndarray:  # noqa: ANN003
+    def gaussian(image: np.ndarray, sigma: float = 1, multichannel: bool | None = None, **kwargs: object) -> np.ndarray:
         return skimage.filters.gaussian(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kwargs)
 
     monkeypatch.setattr(np, "float_", np.float64, raising=False)
