@@ -7,10 +7,11 @@ On a labelled evaluation set of the config's data module (``--domain``, default 
 - random noise: accuracy under additive Gaussian pixel noise of std σ (``--noise``), clipped to the image range;
 - spatial robustness (Engstrom et al.): accuracy under a random rotation + translation, under worst-of-10 and under
   the exhaustive grid (5 × 5 translations × 31 rotations by default);
-- common corruptions (Hendrycks & Dietterich, the ``imagecorruptions`` implementation): accuracy per type and
-  severity 1–5, types that fail on this numpy/scikit-image are reported as unavailable with the reason; images
-  under 32 px are resized to 32 px for the corruption and back (the package's minimum size); corrupted sets are
-  cached under ``$SYN2REAL_CACHE/corruptions`` so several checkpoints see the same corrupted images;
+- common corruptions (Hendrycks & Dietterich; ``syn2real.data.corruptions`` with ImageNet-C's parameter tables):
+  accuracy per type and severity 1–5, a type that fails is reported as unavailable with the reason; images
+  under 32 px are resized to 32 px for the corruption and back (the parameters are in pixels of ImageNet-sized
+  images; 32 px is also the reference package's minimum); corrupted sets are cached under
+  ``$SYN2REAL_CACHE/corruptions`` so several checkpoints see the same corrupted images;
 - calibration: a seeded half of the set fits a temperature (Guo et al.), ECE and NLL before / after are reported
   on the other half, with a reliability diagram PNG.
 
@@ -22,14 +23,12 @@ skip). Extra arguments are config overrides, as for ``syn2real fit``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import io
 import logging
 import math
 import os
 import sys
-import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from torch import nn
 from syn2real.adversarial import FGSM, PGD, RandomSpatial, WorstOfK, grid_attack
 from syn2real.adversarial.base import pixel_stats
 from syn2real.adversarial.spatial import spatial_grid
+from syn2real.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
 from syn2real.io import atomic_write, cache_root, write_json_atomic
 from syn2real.metrics.calibration import (
     expected_calibration_error,
@@ -54,12 +54,9 @@ __all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "norma
 
 logger = logging.getLogger("syn2real.robustness")
 
-# the 15 ImageNet-C / CIFAR-10-C types (imagecorruptions' "common" set)
-CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-_CACHE_VERSION = "corruptions-v1"
+# CORRUPTIONS: the 15 ImageNet-C / CIFAR-10-C types, the report card's default set
+_CACHE_VERSION = "corruptions-v2"  # v2: syn2real.data.corruptions with a numpy Generator (v1: imagecorruptions)
+_IMPLEMENTATION = "syn2real.data.corruptions (ImageNet-C parameters)"
 _MIN_SIDE = 32
 
 
@@ -68,36 +65,21 @@ _MIN_SIDE = 32
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _corrupt_one(image: np.ndarray, name: str, severity: int) -> np.ndarray:
-    """One (H, W, C) uint8 image through ``imagecorruptions.corrupt``; gray stays gray, size is kept."""
+def _corrupt_one(image: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """One (H, W, C) uint8 image through ``syn2real.data.corruptions.corrupt``; gray stays gray, size is kept
+    (images under 32 px are corrupted at 32 px and resized back)."""
     from PIL import Image
 
-    with _quiet():  # the package still imports the deprecated pkg_resources
-        from imagecorruptions import corrupt
-
     h, w, c = image.shape
-    src = image[..., 0] if c == 1 else image
     small = min(h, w) < _MIN_SIDE
-    if small:
-        scale = _MIN_SIDE / min(h, w)
-        size = (max(_MIN_SIDE, round(w * scale)), max(_MIN_SIDE, round(h * scale)))
-        src = np.asarray(Image.fromarray(src).resize(size, Image.BILINEAR))
-    with _quiet():
-        out = np.asarray(corrupt(src, corruption_name=name, severity=severity))
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    if c == 1 and out.ndim == 3:
-        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
-    if small:
-        out = np.asarray(Image.fromarray(out).resize((w, h), Image.BILINEAR))
-    if c == 1:
-        return out.reshape(h, w, 1)
+    if not small:
+        return corrupt(image, name, severity, rng)
+    scale = _MIN_SIDE / min(h, w)
+    size = (max(_MIN_SIDE, round(w * scale)), max(_MIN_SIDE, round(h * scale)))
+    src = image[..., 0] if c == 1 else image
+    big = np.asarray(Image.fromarray(src).resize(size, Image.BILINEAR)).reshape(size[1], size[0], c)
+    out = corrupt(big, name, severity, rng)
+    out = np.asarray(Image.fromarray(out[..., 0] if c == 1 else out).resize((w, h), Image.BILINEAR))
     return out.reshape(h, w, c)
 
 
@@ -106,7 +88,7 @@ def corrupt_batch(
 ) -> dict[int, np.ndarray]:
     """``pixels`` (B, H, W, C) uint8 under corruption ``name`` at each severity: ``{severity: (B, H, W, C) uint8}``.
 
-    numpy's global RNG (which imagecorruptions draws from) is seeded from (seed, name, severity), so results are
+    A numpy Generator seeded from (seed, name, severity) draws every image's randomness in turn, so results are
     reproducible; with ``cache`` they are stored under ``$SYN2REAL_CACHE/corruptions`` keyed by the images' bytes."""
     key = hashlib.sha1(
         pixels.tobytes() + f"{pixels.shape}|{name}|{list(severities)}|{seed}|{_CACHE_VERSION}".encode()
@@ -119,13 +101,9 @@ def corrupt_batch(
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
             logger.warning("corruption cache %s unreadable; recomputing", path)
     out: dict[int, np.ndarray] = {}
-    state = np.random.get_state()
-    try:
-        for severity in severities:
-            np.random.seed((seed * 1_000_003 + zlib.crc32(name.encode()) + 7919 * severity) % 2**32)
-            out[severity] = np.stack([_corrupt_one(img, name, severity) for img in pixels])
-    finally:
-        np.random.set_state(state)
+    for severity in severities:
+        rng = np.random.default_rng((seed * 1_000_003 + zlib.crc32(name.encode()) + 7919 * severity) % 2**32)
+        out[severity] = np.stack([_corrupt_one(img, name, severity, rng) for img in pixels])
     if cache:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{f"s{s}": v for s, v in out.items()})
@@ -270,7 +248,7 @@ def evaluate_robustness(
         }
         means = {name: float(np.mean(list(v.values()))) for name, v in table.items()}
         report["corruptions"] = {
-            "implementation": _imagecorruptions_version(),
+            "implementation": _corruptions_implementation(),
             "severities": list(severities),
             "acc": table,
             "mean_acc_per_type": means,
@@ -329,7 +307,7 @@ def _evaluate_batch(
             if name not in unavailable:
                 try:
                     corrupted = corrupt_batch(pixels_np, name, severities, seed)
-                except Exception as err:  # noqa: BLE001 - stale package on this numpy / scikit-image
+                except Exception as err:  # noqa: BLE001 - one failing type must not end the whole card
                     unavailable[name] = f"{type(err).__name__}: {err}"
                     corrupted = {}
                 for severity, images in corrupted.items():
@@ -340,13 +318,9 @@ def _evaluate_batch(
             step_done()
 
 
-def _imagecorruptions_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"imagecorruptions {version('imagecorruptions')}"
-    except Exception:  # noqa: BLE001
-        return "imagecorruptions (version unknown)"
+def _corruptions_implementation() -> str:
+    """What produced the corrupted images, for the report."""
+    return _IMPLEMENTATION
 
 
 def _calibration(
@@ -504,9 +478,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, overrides = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
     corruptions = [] if args.corruptions in (["none"], []) else args.corruptions
-    bad = sorted(set(corruptions) - set(CORRUPTIONS) - {"speckle_noise", "gaussian_blur", "spatter", "saturate"})
+    bad = sorted(set(corruptions) - set(CORRUPTIONS) - set(EXTRA_CORRUPTIONS))
     if bad:
-        raise SystemExit(f"syn2real robustness: unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS)}")
+        raise SystemExit(
+            f"syn2real robustness: unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS + EXTRA_CORRUPTIONS)}"
+        )
     if any(s not in (1, 2, 3, 4, 5) for s in args.severities):
         raise SystemExit(f"syn2real robustness: severities are 1..5, got {args.severities}")
     ckpt = Path(args.ckpt)

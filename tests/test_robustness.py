@@ -79,6 +79,23 @@ def test_card_on_a_toy_model(tmp_path) -> None:
     assert ("PGD-5", "eps 0.3", 0.0) in report_rows(report)
 
 
+def test_card_runs_every_common_corruption(tmp_path) -> None:
+    """The default set (the 15 ImageNet-C types) all run, on gray 28 px digits-sized images, and the report names
+    the implementation."""
+    from syn2real.robustness import CORRUPTIONS
+
+    level = torch.tensor([0.3, 0.7])
+    x = (level.view(-1, 1, 1, 1).expand(2, 1, 28, 28) - 0.5) / 0.5
+    report = evaluate_robustness(
+        Threshold(), [(x, (level > 0.5).long())], (0.5,), (0.5,), eps=(), max_angle=0, max_shift=0, noise=(),
+        severities=(1, 5), progress=False,
+    )
+    corruptions = report["corruptions"]
+    assert len(CORRUPTIONS) == 15 and corruptions["unavailable"] == {}
+    assert list(corruptions["acc"]) == list(CORRUPTIONS) and corruptions["implementation"].startswith("syn2real")
+    assert corruptions["acc"]["contrast"]["1"] == 1.0  # contrast keeps the mean: the threshold model stays right
+
+
 def test_card_rejects_segmentation_labels() -> None:
     x = torch.zeros(2, 1, 8, 8)
     with pytest.raises(ValueError, match="classification"):
