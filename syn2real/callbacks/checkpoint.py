@@ -98,6 +98,7 @@ class RunCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = saved_step
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_train_end(trainer, pl_module)  # Lightning's: a last.ckpt if none was written during the fit
         # with periodic checkpoints, a fit that stops between two of them (max_steps mid-epoch, max_time) keeps its
         # final weights in last.ckpt (without them last.ckpt stays Lightning's copy of the latest saved checkpoint)
         if (self.save_last and self._every_n_train_steps >= 1 and not trainer.interrupted
