@@ -29,6 +29,7 @@ from syn2real.models.heads import NetworkConfig, build_classifier
 __all__ = [
     "DAMethod", "OptimConfig", "average_gradients", "backward_local", "backward_step", "build_optimizer",
     "clip_manual_gradients", "global_mean_weight", "load_model_weights", "lr_lambda", "rank_mean", "step_schedulers",
+    "trained_epoch",
 ]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -180,6 +181,13 @@ def global_mean_weight(module: L.LightningModule, count: torch.Tensor) -> torch.
     process the weight is exactly 1 (0 when there are no elements)."""
     count = count.float()
     return count / rank_mean(module, count).clamp_min(1e-12)
+
+
+def trained_epoch(trainer: L.Trainer) -> int:
+    """The epoch of the latest training step: ``current_epoch`` is one past it once ``fit`` has ended (as in the
+    evaluation of the final weights after a fit stopped by ``max_steps`` mid-epoch)."""
+    started = trainer.fit_loop.epoch_progress.current.started
+    return started - 1 if started else trainer.current_epoch
 
 
 def _plain(value: Any) -> Any:
@@ -394,7 +402,7 @@ class DAMethod(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.last_eval_step = self.trainer.global_step
             if summary:
-                rank_zero_info(f"epoch {self.current_epoch} step {self.global_step}: " + ", ".join(summary))
+                rank_zero_info(f"epoch {trained_epoch(self.trainer)} step {self.global_step}: " + ", ".join(summary))
             if record and self.trainer.state.fn == "fit":
                 self.eval_history.append({"epoch": self.current_epoch, "global_step": self.global_step, **record})
 

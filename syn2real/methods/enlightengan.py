@@ -42,6 +42,7 @@ from syn2real.methods.base import (
     clip_manual_gradients,
     lr_lambda,
     step_schedulers,
+    trained_epoch,
 )
 from syn2real.methods.guard import guard_losses
 from syn2real.models.enlighten import (
@@ -355,7 +356,7 @@ class EnlightenGAN(L.LightningModule):
             from lightning.pytorch.utilities import rank_zero_info
 
             rank_zero_info(
-                f"epoch {self.current_epoch} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
+                f"epoch {trained_epoch(self.trainer)} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
                 f"(input {float(values['target/psnr_input']):.2f}), SSIM {float(values['target/ssim']):.4f}, "
                 f"brightness {float(values['target/brightness']):.3f} (input {float(values['target/brightness_input']):.3f}, "
                 f"reference {float(values['target/brightness_reference']):.3f})"
