@@ -45,7 +45,8 @@ LIGHTNING_COMMANDS: dict[str, str] = {
 
 # syn2real's own commands beside Lightning's
 SUBCOMMANDS: dict[str, Command] = {
-    "aggregate": Command("syn2real.results", "main", "mean ± std of several runs' metrics.json (seeds), model-selection study"),
+    "aggregate": Command("syn2real.results", "main",
+                         "mean ± std of several runs' metrics.json (seeds), model-selection study"),
     "compare": Command("syn2real.results", "compare", "the main metrics of several runs side by side"),
     "translate": Command("syn2real.translate", "main", "a dataset through a CyCADA generator (source -> target)"),
     "robustness": Command("syn2real.robustness", "main", "the robustness report card of a checkpoint"),
@@ -215,9 +216,9 @@ def quiet_known_noise() -> Iterator[None]:
     """Hide the known, unactionable Lightning lines (by message) for the duration; every other warning stays."""
     drop = _DropMessages(NOISY_LOG_PREFIXES)
     # the loggers rank_zero_info writes through (Lightning points lightning_utilities' at its own on import)
-    loggers = [logging.getLogger(name) for name in (
-        "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning_utilities.core.rank_zero"
-    )]
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "lightning_utilities.core.rank_zero")
+    loggers = [logging.getLogger(name) for name in names]
     with warnings.catch_warnings():
         for message in NOISY_WARNINGS:
             warnings.filterwarnings("ignore", message=message)

@@ -41,6 +41,7 @@ from syn2real.methods.base import (
     build_optimizer,
     clip_manual_gradients,
     lr_lambda,
+    null_defaults,
     step_schedulers,
     trained_epoch,
 )
@@ -86,6 +87,7 @@ def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torc
     return torch.stack(patches)
 
 
+@null_defaults(generator=EnlightenGeneratorConfig, discriminator=EnlightenDiscriminatorConfig, optim=enlightengan_optim)
 class EnlightenGAN(L.LightningModule):
     """EnlightenGAN: attention-guided U-Net generator, global (relativistic) and local discriminators, and the self
     feature-preserving loss on a frozen feature extractor.
