@@ -1,4 +1,4 @@
-"""The ``syn2real`` command: ``syn2real fit|validate|test|predict --config FILE [overrides]``.
+"""``syn2real fit|validate|test|predict --config FILE [overrides]``: the Lightning side of the ``syn2real`` command.
 
 A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
 (``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
@@ -16,7 +16,6 @@ run of the same seed (``--trainer.deterministic true``), training loaders includ
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -32,9 +31,10 @@ from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
+from syn2real.command import SUBCOMMANDS, main  # the `syn2real` command lives in the light syn2real.command
 from syn2real.run_dir import RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
 
-__all__ = ["Syn2RealCLI", "main"]
+__all__ = ["SUBCOMMANDS", "Syn2RealCLI", "main"]
 
 
 EVALUATIONS = ("validate", "test", "predict")
@@ -240,30 +240,6 @@ class Syn2RealCLI(LightningCLI):
             if not any(isinstance(c, extra) for c in [*callbacks, *configured]):
                 callbacks = [*callbacks, extra()]
         return super()._instantiate_trainer(config, callbacks)
-
-
-# syn2real's own commands beside Lightning's: name -> (module, function taking the remaining arguments)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "aggregate": ("syn2real.results", "main"),
-    "compare": ("syn2real.results", "compare"),
-    "translate": ("syn2real.translate", "main"),
-    "robustness": ("syn2real.robustness", "main"),
-    "export": ("syn2real.export", "main"),
-    "enhance": ("syn2real.enhance", "main"),
-}
-
-
-def main(args: list[str] | None = None) -> None:
-    """Console entry point: Lightning subcommands, plus ``aggregate`` (multi-seed mean ± std, model-selection
-    study), ``compare`` (runs side by side), ``translate`` (a dataset through a CyCADA generator), ``robustness``
-    (the robustness report card of a checkpoint), ``export`` (the deployable task network) and ``enhance`` (low-light
-    images through an EnlightenGAN generator, tile by tile)."""
-    args = list(sys.argv[1:] if args is None else args)
-    if args and args[0] in SUBCOMMANDS:
-        module, function = SUBCOMMANDS[args[0]]
-        getattr(importlib.import_module(module), function)(args[1:])
-        return
-    Syn2RealCLI(args=args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "checkpoint_load_error", "read_checkpoint", "write_json_atomic", "cache_root"]
+__all__ = ["CheckpointReadError", "atomic_write", "atomic_torch_save", "checkpoint_load_error", "read_checkpoint", "write_json_atomic", "cache_root"]
 
 
 def cache_root() -> Path:
@@ -89,6 +89,10 @@ def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be used: truncated, corrupt, pickled objects, or not the expected content."""
+
+
 def checkpoint_load_error(path: str | os.PathLike, err: BaseException) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, in one sentence naming the file: pickled Python objects
     (without torch's advice to turn the safe load off), or a truncated, corrupt or foreign file."""
@@ -113,4 +117,4 @@ def read_checkpoint(path: str | os.PathLike, expected: str) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(checkpoint_load_error(file, err)) from err
+        raise CheckpointReadError(checkpoint_load_error(file, err)) from err

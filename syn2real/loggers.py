@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import string
+import sys
 from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from syn2real.callbacks.checkpoint import preserved_rng
 from syn2real.io import atomic_write
 
-__all__ = ["SafeWandbLogger"]
+__all__ = ["SafeWandbLogger", "finish_wandb_run"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ class SafeWandbLogger(Logger):
                 if self.continue_run:
                     args.setdefault("resume", "allow")
                 self._inner = WandbLogger(save_dir=save_dir, **args)
+                # Lightning always passes anonymous=None, which wandb >= 0.19 answers with a deprecation warning
+                # on every run; unset, it means the same
+                init = getattr(self._inner, "_wandb_init", None)
+                if isinstance(init, dict) and init.get("anonymous", False) is None:
+                    del init["anonymous"]
             except Exception as err:  # wandb missing or misconfigured: warn, never stop training
                 self._disable(err)
         return self._inner
@@ -194,3 +200,17 @@ class SafeWandbLogger(Logger):
         # after fit, and those metrics belong to the same run.
         if self._inner is not None:
             self._call("finalize", status)
+
+
+def finish_wandb_run(failed: bool = False) -> None:
+    """Finish this process's active W&B run, if any: its closing lines then go through Python to stderr (plain when
+    that is not a terminal) instead of coming, coloured, from wandb's service at exit. A failure is only a warning."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None)
+    if run is None:
+        return
+    try:
+        with preserved_rng():
+            run.finish(exit_code=1 if failed else 0)
+    except Exception as err:  # the run's data is on disk already; finishing must not turn success into failure
+        log.warning("W&B run could not be finished cleanly: %s: %s", type(err).__name__, err)

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from syn2real.io import atomic_torch_save, checkpoint_load_error
+from syn2real.io import CheckpointReadError, atomic_torch_save, checkpoint_load_error
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams", "load_checkpoint_file",
            "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
@@ -36,11 +36,11 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", req
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt, truncated or foreign file: say so with the path
-        raise ValueError(checkpoint_load_error(path, err)) from err
+        raise CheckpointReadError(checkpoint_load_error(path, err)) from err
     missing = [k for k in require if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"cannot read checkpoint {path}: not a Lightning checkpoint (no {', '.join(map(repr, missing))}; "
+        raise CheckpointReadError(f"cannot read checkpoint {path}: not a Lightning checkpoint (no {', '.join(map(repr, missing))}; "
                          f"found {found})")
     return checkpoint
 

@@ -29,6 +29,7 @@ from syn2real.methods.base import (
     backward_local,
     backward_step,
     load_model_weights,
+    null_defaults,
     rank_mean,
     step_schedulers,
 )
@@ -46,6 +47,7 @@ def adda_optim() -> OptimConfig:
     return OptimConfig(name="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, scheduler="none")
 
 
+@null_defaults(network=NetworkConfig, optim=adda_optim)
 class ADDA(DAMethod):
     """Adversarial discriminative domain adaptation, stage 2 (manual optimisation: discriminator, then encoder).
 

@@ -15,14 +15,15 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.guidance import guidance_kl
-from syn2real.methods.base import Batch, OptimConfig
-from syn2real.methods.generalisation import GeneralisationMethod
+from syn2real.methods.base import Batch, OptimConfig, null_defaults
+from syn2real.methods.generalisation import GeneralisationMethod, asg_network, asg_optim
 from syn2real.models.heads import NetworkConfig
 from syn2real.models.imagenet import build_frozen_imagenet_model
 
 __all__ = ["ASG"]
 
 
+@null_defaults(network=asg_network, optim=asg_optim)
 class ASG(GeneralisationMethod):
     """Proxy guidance: CE on synthetic images + ``kl_weight`` · KL(guide ‖ student) over ImageNet classes.
 

@@ -8,7 +8,9 @@ scheduler wiring from config, and the ``augment`` hook. A method only implements
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from syn2real.models.heads import NetworkConfig, build_classifier
 __all__ = [
     "DAMethod", "OptimConfig", "average_gradients", "backward_local", "backward_step", "build_optimizer",
     "clip_manual_gradients", "global_mean_weight", "load_model_weights", "lr_lambda", "rank_mean", "step_schedulers",
+    "describe_default", "null_defaults", "trained_epoch",
 ]
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -180,6 +183,53 @@ def global_mean_weight(module: L.LightningModule, count: torch.Tensor) -> torch.
     process the weight is exactly 1 (0 when there are no elements)."""
     count = count.float()
     return count / rank_mean(module, count).clamp_min(1e-12)
+
+
+def trained_epoch(trainer: L.Trainer) -> int:
+    """The epoch of the latest training step: ``current_epoch`` is one past it once ``fit`` has ended (as in the
+    evaluation of the final weights after a fit stopped by ``max_steps`` mid-epoch)."""
+    started = trainer.fit_loop.epoch_progress.current.started
+    return started - 1 if started else trainer.current_epoch
+
+
+def describe_default(value: Any) -> str:
+    """A config object as help text: ``Class(field=value, ...)`` for a dataclass, else its ``repr``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ", ".join(f"{f.name}={getattr(value, f.name)!r}" for f in dataclasses.fields(value) if f.init)
+        return f"{type(value).__name__}({fields})"
+    return repr(value)
+
+
+def null_defaults(**defaults: Callable[[], Any]) -> Callable[[type], type]:
+    """Class decorator: the ``Args`` entry of each named ``None``-defaulted parameter gains the value the constructor
+    builds for ``null`` (from the same factory), so ``--model.help`` shows a method's real defaults."""
+
+    def decorate(cls: type) -> type:
+        lines = inspect.cleandoc(cls.__doc__ or "").split("\n")
+        if "Args:" not in lines:
+            lines += ["", "Args:"]
+        start = lines.index("Args:") + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].strip() and not lines[i].startswith(" ")),
+                   len(lines))
+        for name, factory in defaults.items():
+            value = factory()
+            note = f"``null`` (default) = {describe_default(value)}"
+            if dataclasses.is_dataclass(value):
+                note += f"; a value given replaces it whole (unset fields: {type(value).__name__}'s own defaults)"
+            note += "."
+            entry = next((i for i in range(start, end) if lines[i].startswith(f"    {name}:")), None)
+            if entry is None:  # undocumented, or documented jointly ("network / optim / augment: ...")
+                lines.insert(end, f"    {name}: {note}")
+            else:
+                last = entry + 1
+                while last < end and lines[last].startswith("        "):
+                    last += 1
+                lines.insert(last, f"        {note}")
+            end += 1
+        cls.__doc__ = "\n".join(lines)
+        return cls
+
+    return decorate
 
 
 def _plain(value: Any) -> Any:
@@ -394,7 +444,7 @@ class DAMethod(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.last_eval_step = self.trainer.global_step
             if summary:
-                rank_zero_info(f"epoch {self.current_epoch} step {self.global_step}: " + ", ".join(summary))
+                rank_zero_info(f"epoch {trained_epoch(self.trainer)} step {self.global_step}: " + ", ".join(summary))
             if record and self.trainer.state.fn == "fit":
                 self.eval_history.append({"epoch": self.current_epoch, "global_step": self.global_step, **record})
 

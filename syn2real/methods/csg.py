@@ -22,8 +22,8 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.contrastive import apool, hyperspherical_energy, info_nce
-from syn2real.methods.base import Batch, OptimConfig
-from syn2real.methods.generalisation import GeneralisationMethod
+from syn2real.methods.base import Batch, OptimConfig, null_defaults
+from syn2real.methods.generalisation import GeneralisationMethod, asg_network, asg_optim
 from syn2real.models.contrastive import NegativeQueue, ProjectionHead, ema_update
 from syn2real.models.heads import NetworkConfig
 from syn2real.models.imagenet import forward_with_stages, freeze, stage_channels
@@ -58,6 +58,7 @@ class RandAugmentViews(nn.Module):
         return ((out - self.mean) / self.std).to(x.dtype)
 
 
+@null_defaults(network=asg_network, optim=asg_optim)
 class CSG(GeneralisationMethod):
     """Contrastive synthetic-to-real generalisation: CE + ``weight`` · Σ_stages InfoNCE(student, frozen ImageNet).
 

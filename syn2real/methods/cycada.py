@@ -48,7 +48,15 @@ from syn2real.losses.gan import (
     semantic_consistency_loss,
     task_cross_entropy,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, backward_step, load_model_weights, step_schedulers
+from syn2real.methods.base import (
+    Batch,
+    DAMethod,
+    OptimConfig,
+    backward_step,
+    load_model_weights,
+    null_defaults,
+    step_schedulers,
+)
 from syn2real.methods.guard import guard_losses
 from syn2real.models.gan import (
     GeneratorConfig,
@@ -75,6 +83,10 @@ def _toggle(modules: Sequence[nn.Module], flag: bool) -> None:
         module.requires_grad_(flag)
 
 
+@null_defaults(
+    network=NetworkConfig, optim=cycada_gan_optim, generator=GeneratorConfig,
+    discriminator=PatchDiscriminatorConfig, gan_optim=cycada_gan_optim,
+)
 class CyCADA(DAMethod):
     """CyCADA pixel-level adaptation with the task model trained on translated source.
 

@@ -24,7 +24,7 @@ from syn2real.losses.adversarial import (
     grad_reverse,
     grl_lambda,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, null_defaults
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 
@@ -37,6 +37,7 @@ def dann_optim() -> OptimConfig:
                        inv_power=0.75)
 
 
+@null_defaults(network=NetworkConfig, optim=dann_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
 class DANN(DAMethod):
     """Domain-adversarial training (Ganin & Lempitsky 2015; JMLR 2016).
 
@@ -143,6 +144,7 @@ def cdan_optim() -> OptimConfig:
                        gamma=10.0, inv_power=0.75)
 
 
+@null_defaults(network=NetworkConfig, optim=cdan_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
 class CDAN(DANN):
     """Conditional domain-adversarial network (Long et al., NeurIPS 2018).
 

@@ -41,7 +41,9 @@ from syn2real.methods.base import (
     build_optimizer,
     clip_manual_gradients,
     lr_lambda,
+    null_defaults,
     step_schedulers,
+    trained_epoch,
 )
 from syn2real.methods.guard import guard_losses
 from syn2real.models.enlighten import (
@@ -85,6 +87,7 @@ def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torc
     return torch.stack(patches)
 
 
+@null_defaults(generator=EnlightenGeneratorConfig, discriminator=EnlightenDiscriminatorConfig, optim=enlightengan_optim)
 class EnlightenGAN(L.LightningModule):
     """EnlightenGAN: attention-guided U-Net generator, global (relativistic) and local discriminators, and the self
     feature-preserving loss on a frozen feature extractor.
@@ -355,7 +358,7 @@ class EnlightenGAN(L.LightningModule):
             from lightning.pytorch.utilities import rank_zero_info
 
             rank_zero_info(
-                f"epoch {self.current_epoch} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
+                f"epoch {trained_epoch(self.trainer)} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
                 f"(input {float(values['target/psnr_input']):.2f}), SSIM {float(values['target/ssim']):.4f}, "
                 f"brightness {float(values['target/brightness']):.3f} (input {float(values['target/brightness_input']):.3f}, "
                 f"reference {float(values['target/brightness_reference']):.3f})"

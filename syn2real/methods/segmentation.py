@@ -39,9 +39,10 @@ from syn2real.methods.base import (
     build_optimizer,
     global_mean_weight,
     load_model_weights,
+    null_defaults,
     step_schedulers,
 )
-from syn2real.methods.cycada import CyCADA, SourceTranslator
+from syn2real.methods.cycada import CyCADA, SourceTranslator, cycada_gan_optim
 from syn2real.methods.guard import guard_losses
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
@@ -204,6 +205,7 @@ class SegmentationMixin:
         return media
 
 
+@null_defaults(network=SegNetworkConfig, optim=deeplab_optim)
 class SegSourceOnly(SegmentationMixin, DAMethod):
     """Source-only segmentation: CE on the labelled source (+ 0.1 · auxiliary level); the target is ignored.
 
@@ -244,6 +246,7 @@ def advent_discriminator_optim() -> OptimConfig:
     return OptimConfig(name="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, scheduler="poly", power=0.9)
 
 
+@null_defaults(network=SegNetworkConfig, optim=deeplab_optim, discriminator_optim=advent_discriminator_optim)
 class OutputSpaceAdaptation(SegmentationMixin, DAMethod):
     """AdaptSegNet / AdvEnt output-space adversarial adaptation (manual optimisation: segmenter, then discriminator).
 
@@ -379,6 +382,7 @@ def cbst_seg_optim() -> OptimConfig:
                        power=0.9)
 
 
+@null_defaults(network=SegNetworkConfig, optim=cbst_seg_optim)
 class SegSelfTraining(SegmentationMixin, DAMethod):
     """CBST / CRST-MRKLD for segmentation: rounds of pixel pseudo-labels (class-balanced thresholds from all-reduced
     confidence histograms, written as PNGs the target loader crops with its image), then training on source CE +
@@ -453,6 +457,10 @@ class SegSelfTraining(SegmentationMixin, DAMethod):
         return {"loss": loss, **out}
 
 
+@null_defaults(
+    network=SegNetworkConfig, optim=cycada_gan_optim, generator=GeneratorConfig,
+    discriminator=PatchDiscriminatorConfig, gan_optim=cycada_gan_optim,
+)
 class SegCyCADA(SegmentationMixin, CyCADA):
     """CyCADA pixel level for segmentation: CycleGAN + semantic consistency through a frozen segmentation teacher
     (per-pixel CE on G_ST(x_s) with the source labels, and on G_TS(x_t) with the teacher's own target predictions),

@@ -21,12 +21,20 @@ import torch.nn.functional as F
 from syn2real.adversarial.base import Augmentation
 from syn2real.callbacks.pseudo_labels import PseudoLabelRounds, RoundConfig
 from syn2real.losses.self_training import mrkld_loss, soft_cross_entropy
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, global_mean_weight, load_model_weights
+from syn2real.methods.base import (
+    Batch,
+    DAMethod,
+    OptimConfig,
+    global_mean_weight,
+    load_model_weights,
+    null_defaults,
+)
 from syn2real.models.heads import NetworkConfig
 
 __all__ = ["SelfTraining"]
 
 
+@null_defaults(network=NetworkConfig, optim=OptimConfig)
 class SelfTraining(DAMethod):
     """CBST / CRST for classification.
 

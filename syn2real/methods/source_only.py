@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from syn2real.methods.base import Batch, DAMethod
+from syn2real.methods.base import Batch, DAMethod, OptimConfig, null_defaults
+from syn2real.models.heads import NetworkConfig
 
 __all__ = ["SourceOnly"]
 
 
+@null_defaults(network=NetworkConfig, optim=OptimConfig)
 class SourceOnly(DAMethod):
     """Minimise source cross-entropy only; the target batch is ignored (lower bound for every DA method)."""
 
