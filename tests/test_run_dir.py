@@ -92,3 +92,27 @@ def test_explicit_model_keys_are_those_on_the_command_line() -> None:
     argv = ["test", "--config", "c.yaml", "--model.init_args.optim.lr", "0.1", "--model.dropout=0.2",
             "--data.init_args.batch_size", "3", "--ckpt_path", "x.ckpt"]
     assert _explicit_model_keys(argv) == ["model.init_args.optim.lr", "model.dropout"]
+
+
+def test_bad_ckpt_path_files_end_the_command_with_a_message_naming_them(tmp_path: Path, capsys) -> None:
+    """``--ckpt_path`` goes through the same checkpoint reader as the syn2real commands: a truncated, a pickled and a
+    missing file each end ``test`` with one line naming the file (no torch traceback, no advice to load unsafely)."""
+    import torch
+
+    from syn2real.command import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "digits" / "source_only.yaml")
+    truncated, pickled = tmp_path / "truncated.ckpt", tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(100)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    torch.save({"state_dict": {}, "extra": Namespace(a=1)}, pickled)
+    expected = {truncated: "truncated, corrupt or not a torch checkpoint", pickled: "pickled Python objects",
+                tmp_path / "missing.ckpt": "no such checkpoint file"}
+    for path, why in expected.items():
+        with pytest.raises(SystemExit) as err:
+            main(["test", "--config", config, "--trainer.logger", "false", "--trainer.default_root_dir",
+                  str(tmp_path / "run"), "--ckpt_path", str(path)])
+        message = str(err.value.code)
+        assert message.startswith("syn2real test: error: ") and str(path) in message and why in message, message
+        assert "weights_only=False" not in message
+    assert not (tmp_path / "run" / "eval").exists()  # nothing was evaluated, no records directory was made
