@@ -93,4 +93,8 @@ class PredictionsCSV(BasePredictionWriter):
             if trainer.is_global_zero:
                 maps = Path(trainer.default_root_dir) / "predictions"
                 extra = f" (label maps in {maps})" if maps.is_dir() else ""
-                print(f"predictions written to {self._path}{extra}", flush=True)
+                shown = self._path
+                if trainer.world_size > 1:  # one file per rank
+                    stem, ext = os.path.splitext(self.filename)
+                    shown = self._path.parent / f"{stem}.rank*{ext}"
+                print(f"predictions written to {shown}{extra}", flush=True)
