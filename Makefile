@@ -53,12 +53,23 @@ test-fast: install
 # mean ± std tables.
 # Finished runs (with metrics.json) are skipped, and a run interrupted after its first checkpoint resumes from it
 # (`--ckpt_path auto`), so an interrupted `make results` continues.
+# `make results JOBS=3` (or `make -j3 results`) trains the seeds of each method side by side (each run keeps its
+# own settings and thread count, so no number changes); a line per run names it, the runs of this table done so far
+# and the minutes since the start.
 SEEDS ?= 0 1 2
 R := runs/results
 FIT = $(BIN)/syn2real fit --trainer.enable_progress_bar false --ckpt_path auto
+JOBS ?= $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
+START := $(shell date +%s)
+RESULT_RUNS = source_only adda cbst_from_source crst_from_source dann cbst_from_dann crst_from_dann cdan \
+  cbst_from_cdan crst_from_cdan oracle cycada_pixel cycada_feature source_only_on_translated cycada_pixel_no_semantic
+progress = echo "[results] $(1) seed $$s: starting ($$(ls $(foreach m,$(RESULT_RUNS),$(R)/$(m)/seed*/metrics.json) \
+  2>/dev/null | wc -l) of $$(( $(words $(RESULT_RUNS)) * $(words $(SEEDS)) )) runs done, \
+  $$(( ($$(date +%s) - $(START)) / 60 )) min)"
 define fit_seeds
-	for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
-	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3) || exit 1; done
+	@printf '%s\n' $(SEEDS) | xargs -P $(JOBS) -I{} sh -c 's={}; d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && exit 0; \
+	  $(call progress,$(1)); \
+	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3)' || exit 1
 endef
 define fit_seeds_inline
 for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
@@ -81,6 +92,7 @@ results: install
 	$(call fit_seeds,cycada_pixel,cycada_pixel,--model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,cycada_feature,cycada_feature,$(CYCADA_STAGE3))
 	for s in $(SEEDS); do d=$(R)/source_only_on_translated/seed$$s; [ -f $$d/metrics.json ] && continue; \
+	  $(call progress,source_only_on_translated); \
 	  $(BIN)/syn2real translate --ckpt $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt --no_progress \
 	    --input $${SYN2REAL_CACHE:-$$HOME/.cache/syn2real}/digits/synthetic_n20000_s0 \
 	    --output $(R)/translated_digits/seed$$s || exit 1; \
