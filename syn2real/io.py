@@ -16,7 +16,8 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["CheckpointReadError", "atomic_write", "atomic_torch_save", "checkpoint_load_error", "read_checkpoint", "write_json_atomic", "cache_root"]
+__all__ = ["CheckpointReadError", "atomic_write", "atomic_torch_save", "checkpoint_load_error", "non_finite_entry",
+           "read_checkpoint", "write_json_atomic", "cache_root"]
 
 
 def cache_root() -> Path:
@@ -106,6 +107,14 @@ def checkpoint_load_error(path: str | os.PathLike, err: BaseException) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     return (f"cannot read checkpoint {path}: {type(err).__name__}{': ' + first if first else ''} "
             "(truncated, corrupt or not a torch checkpoint)")
+
+
+def non_finite_entry(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``tensors`` (e.g. a checkpoint's ``state_dict``) with a NaN/inf, or None when all are finite."""
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
 
 
 def read_checkpoint(path: str | os.PathLike, expected: str) -> Any:

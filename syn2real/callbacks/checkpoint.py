@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from syn2real.io import CheckpointReadError, atomic_torch_save, checkpoint_load_error
+from syn2real.io import CheckpointReadError, atomic_torch_save, checkpoint_load_error, non_finite_entry
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams", "load_checkpoint_file",
            "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
@@ -43,14 +43,6 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", req
         raise CheckpointReadError(f"cannot read checkpoint {path}: not a Lightning checkpoint (no {', '.join(map(repr, missing))}; "
                          f"found {found})")
     return checkpoint
-
-
-def non_finite_entry(tensors: dict[str, Any]) -> str | None:
-    """The name of the first floating-point tensor of ``tensors`` with a NaN/inf, or None when all are finite."""
-    for name, value in tensors.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return name
-    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

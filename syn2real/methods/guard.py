@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from syn2real.io import non_finite_entry, read_checkpoint
+
 __all__ = ["NonFiniteGradientError", "NonFiniteLossError", "check_finite", "guard_losses", "last_good_checkpoint"]
 
 ADVICE = "lower the learning rate, enable gradient clipping or use bf16 instead of 16-mixed"
@@ -45,11 +47,10 @@ def _describe(checkpoint: str | None) -> str:
     if not checkpoint:
         return "no checkpoint was written before it"
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state_dict", {})
+        state = read_checkpoint(checkpoint, "a checkpoint").get("state_dict", {})
     except Exception as err:  # noqa: BLE001 - only describing; the training error is what is raised
         return f"the last checkpoint {checkpoint} cannot be read ({type(err).__name__}), so no good checkpoint is known"
-    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                and not bool(torch.isfinite(v).all())), None)
+    bad = non_finite_entry(state)
     if bad is not None:
         return (f"the last checkpoint {checkpoint} is not good either ('{bad}' holds NaN/inf): restart from an "
                 "earlier checkpoint or from scratch")
