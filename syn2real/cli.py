@@ -25,13 +25,14 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from syn2real.callbacks.checkpoint import AtomicCheckpointIO, ResumeOverrides, ResumeRNG, RunCheckpoint, load_checkpoint_file
+from syn2real.callbacks.checkpoint import LIGHTNING_CHECKPOINT, AtomicCheckpointIO, ResumeOverrides, ResumeRNG, RunCheckpoint
 from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
 from syn2real.command import SUBCOMMANDS, main  # the `syn2real` command lives in the light syn2real.command
+from syn2real.io import read_checkpoint
 from syn2real.run_dir import RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
 
 __all__ = ["SUBCOMMANDS", "Syn2RealCLI", "main"]
@@ -127,7 +128,7 @@ class Syn2RealCLI(LightningCLI):
             return
         if not Path(ckpt_path).is_file():
             raise RunDirectoryError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
-        checkpoint = load_checkpoint_file(ckpt_path, require=("state_dict",))
+        checkpoint = read_checkpoint(ckpt_path, LIGHTNING_CHECKPOINT, require=("state_dict",))
         if subcommand == "fit":
             return
         hparams = dict(checkpoint.get("hyper_parameters") or {})

@@ -117,13 +117,21 @@ def non_finite_entry(tensors: dict[str, Any]) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | os.PathLike, expected: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors naming the file: a missing file says what to give
-    (``expected``, e.g. "the .ckpt of a CyCADA pixel-level run"), an unreadable one why (:func:`checkpoint_load_error`)."""
+def read_checkpoint(path: str | os.PathLike, expected: str, map_location: Any = "cpu",
+                    require: tuple[str, ...] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` (on CPU by default), with errors naming the file: a missing file says
+    what to give (``expected``, e.g. "the .ckpt of a CyCADA pixel-level run"), an unreadable one why
+    (:func:`checkpoint_load_error`), one without the keys in ``require`` what it holds instead."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {file} does not exist; give {expected}")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt or foreign file
         raise CheckpointReadError(checkpoint_load_error(file, err)) from err
+    missing = [k for k in require if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointReadError(f"cannot read checkpoint {file}: not {expected} (no {', '.join(map(repr, missing))}; "
+                                  f"found {found})")
+    return checkpoint

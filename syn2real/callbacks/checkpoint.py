@@ -21,28 +21,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from syn2real.io import CheckpointReadError, atomic_torch_save, checkpoint_load_error, non_finite_entry
+from syn2real.io import atomic_torch_save, non_finite_entry, read_checkpoint
 
-__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams", "load_checkpoint_file",
-           "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
+__all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams",
+           "LIGHTNING_CHECKPOINT", "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", require: tuple[str, ...] = ()) -> dict:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and say what was expected: a missing
-    file, a truncated or corrupt one, pickled objects, or a dict without the keys in ``require``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or foreign file: say so with the path
-        raise CheckpointReadError(checkpoint_load_error(path, err)) from err
-    missing = [k for k in require if not isinstance(checkpoint, dict) or k not in checkpoint]
-    if missing:
-        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointReadError(f"cannot read checkpoint {path}: not a Lightning checkpoint (no {', '.join(map(repr, missing))}; "
-                         f"found {found})")
-    return checkpoint
+LIGHTNING_CHECKPOINT = "a syn2real/Lightning checkpoint (a .ckpt of a syn2real run)"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -54,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint_file(path, map_location=map_location, require=("state_dict",))
+        return read_checkpoint(path, LIGHTNING_CHECKPOINT, map_location=map_location, require=("state_dict",))
 
 
 class RunCheckpoint(ModelCheckpoint):

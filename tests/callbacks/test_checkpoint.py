@@ -12,8 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.optim.lr_scheduler import LambdaLR
 
 from syn2real.callbacks.checkpoint import (
-    AtomicCheckpointIO, ResumeOverrides, RunCheckpoint, changed_hparams, load_checkpoint_file, non_finite_entry,
+    AtomicCheckpointIO, ResumeOverrides, RunCheckpoint, changed_hparams, non_finite_entry,
 )
+from syn2real.io import read_checkpoint
 from syn2real.methods.guard import _describe
 
 
@@ -21,27 +22,27 @@ class Opaque:
     """A class a weights-only load refuses to unpickle."""
 
 
-def test_load_checkpoint_file_names_the_file_and_the_problem(tmp_path: Path) -> None:
+def test_read_checkpoint_names_the_file_and_the_problem(tmp_path: Path) -> None:
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": {"w": torch.ones(2)}, "global_step": 3}, good)
-    assert load_checkpoint_file(good, require=("state_dict",))["global_step"] == 3
+    assert read_checkpoint(good, "x", require=("state_dict",))["global_step"] == 3
 
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*missing.ckpt does not exist"):
-        load_checkpoint_file(tmp_path / "missing.ckpt")
+        read_checkpoint(tmp_path / "missing.ckpt", "x")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated.ckpt: .*truncated, corrupt"):
-        load_checkpoint_file(truncated)
+        read_checkpoint(truncated, "x")
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "extra": Opaque()}, pickled)
     with pytest.raises(ValueError) as err:
-        load_checkpoint_file(pickled)
+        read_checkpoint(pickled, "x")
     msg = str(err.value)
     assert f"cannot read checkpoint {pickled}: it holds pickled Python objects" in msg and "Opaque" in msg
     assert "weights_only=False" not in msg and "allowlist" not in msg  # no advice to turn the safe load off
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.ones(1)}, foreign)
-    with pytest.raises(ValueError, match=r"foreign.ckpt: not a Lightning checkpoint \(no 'state_dict'; found \['weights'\]"):
+    with pytest.raises(ValueError, match=r"foreign.ckpt: not a syn2real/Lightning checkpoint .*\(no 'state_dict'; found \['weights'\]"):
         AtomicCheckpointIO().load_checkpoint(foreign)
 
 
