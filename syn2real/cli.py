@@ -169,7 +169,12 @@ class Syn2RealCLI(LightningCLI):
         for entry in logger if isinstance(logger, list) else [logger]:
             init_args = getattr(entry, "init_args", None)
             if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger"):
-                if init_args.save_dir is None or self.subcommand in EVALUATIONS:
+                if self.subcommand in EVALUATIONS and init_args.save_dir not in (None, str(root)):
+                    # its wandb_run_id would replace the training's: the evaluation's W&B files stay in its directory
+                    print(f"syn2real {self.subcommand}: trainer.logger.init_args.save_dir {init_args.save_dir} not used: "
+                          f"an evaluation's W&B files go to {root}", file=sys.stderr)
+                    init_args.save_dir = None
+                if init_args.save_dir is None:
                     init_args.save_dir = str(root)
                 # a resumed fit logs into the W&B run it continues (id kept in <root>/wandb_run_id)
                 if self.subcommand == "fit" and config.get("ckpt_path") is not None:
