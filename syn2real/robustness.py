@@ -15,7 +15,8 @@ On a labelled evaluation set of the config's data module (``--domain``, default 
 - calibration: a seeded half of the set fits a temperature (Guo et al.), ECE and NLL before / after are reported
   on the other half, with a reliability diagram PNG.
 
-Outputs (``--output``, default ``<run>/robustness`` for a checkpoint ``<run>/checkpoints/*.ckpt``): ``robustness.json``,
+Outputs (``--output``, default ``<run>/robustness`` for a checkpoint ``<run>/checkpoints/*.ckpt``, or
+``<run>/robustness-<time>`` when that holds an earlier report; an ``--output`` holding one is refused): ``robustness.json``,
 ``reliability.png``, a table in the terminal, and W&B tables + the diagram in an offline run (``--no_wandb`` to
 skip). Extra arguments are config overrides, as for ``syn2real fit``.
 """
@@ -49,6 +50,7 @@ from syn2real.metrics.calibration import (
     fit_temperature,
     plot_reliability,
 )
+from syn2real.run_dir import RunDirectoryError, report_dir
 
 __all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "normalization_of"]
 
@@ -458,7 +460,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, action="append", help="the run's config file (as for fit)")
     p.add_argument("--ckpt", required=True, help="checkpoint of the trained method (.ckpt)")
-    p.add_argument("--output", default=None, help="output folder (default <run>/robustness beside <run>/checkpoints)")
+    p.add_argument("--output", default=None, help="output folder, refused if it holds a report already (default "
+                   "<run>/robustness beside <run>/checkpoints, <run>/robustness-<time> when that holds one)")
     p.add_argument("--domain", default="target", help="evaluation domain of the data module (target or source)")
     p.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="L-inf budgets in [0, 1] pixels")
     p.add_argument("--pgd_steps", type=int, default=40)
@@ -496,8 +499,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loader = datamodule.val_dataloader()[domains.index(args.domain)]
     # default: next to the run the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>/robustness)
     run_dir = ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else ckpt.resolve().parent
-    out_dir = Path(args.output) if args.output else run_dir / "robustness"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # an earlier report is never replaced
+        out_dir = report_dir(run_dir / "robustness", "robustness.json", args.output)
+    except RunDirectoryError as err:
+        raise SystemExit(f"syn2real robustness: {err}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_robustness(
         method.model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 __all__ = ["EVAL_DIR", "RunDirectoryError", "archive_file", "evaluation_dir", "existing_records", "find_last_checkpoint",
-           "refuse_overwrite"]
+           "refuse_overwrite", "report_dir"]
 
 EVAL_DIR = "eval"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,6 +59,25 @@ def evaluation_dir(run_dir: str | os.PathLike, stage: str, name: str | None = No
             continue
         return target
     raise RunDirectoryError(f"no free evaluation directory {parent / base}-N")
+
+
+def report_dir(default: str | os.PathLike, marker: str, given: str | os.PathLike | None = None) -> Path:
+    """The folder for a command's report (``marker`` names its main file, e.g. ``robustness.json``), created: ``given``
+    if the user gave one (an error if it already holds a report), else ``default``, or ``<default>-<timestamp>`` when
+    ``default`` holds an earlier report, which is kept."""
+    if given is not None:
+        target = Path(given)
+        if (target / marker).exists():
+            raise RunDirectoryError(f"{target / marker} already exists (an earlier report); give another --output or "
+                                    "leave it out for a new folder beside the run")
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    target, base, n = Path(default), f"{Path(default).name}-{_stamp()}", 1
+    while (target / marker).exists():
+        target = Path(default).with_name(base if n == 1 else f"{base}-{n}")
+        n += 1
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def existing_records(run_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None,

@@ -14,6 +14,7 @@ from jsonargparse import Namespace
 from syn2real.cli import Syn2RealCLI, _explicit_model_keys
 from syn2real.run_dir import (
     RunDirectoryError, archive_file, evaluation_dir, existing_records, find_last_checkpoint, refuse_overwrite,
+    report_dir,
 )
 
 
@@ -116,3 +117,16 @@ def test_bad_ckpt_path_files_end_the_command_with_a_message_naming_them(tmp_path
         assert message.startswith("syn2real test: error: ") and str(path) in message and why in message, message
         assert "weights_only=False" not in message
     assert not (tmp_path / "run" / "eval").exists()  # nothing was evaluated, no records directory was made
+
+
+def test_report_dir_never_replaces_an_earlier_report(tmp_path: Path) -> None:
+    first = report_dir(tmp_path / "robustness", "robustness.json")
+    assert first == tmp_path / "robustness" and first.is_dir()
+    (first / "robustness.json").write_text("{}")
+    second = report_dir(tmp_path / "robustness", "robustness.json")
+    assert second != first and re.fullmatch(r"robustness-\d{8}-\d{6}", second.name) and second.is_dir()
+    (second / "robustness.json").write_text("{}")
+    assert report_dir(tmp_path / "robustness", "robustness.json") not in (first, second)
+    assert report_dir(tmp_path / "robustness", "robustness.json", tmp_path / "mine") == tmp_path / "mine"
+    with pytest.raises(RunDirectoryError, match=r"robustness/robustness.json already exists .*another --output"):
+        report_dir(tmp_path / "robustness", "robustness.json", first)
