@@ -33,7 +33,7 @@ from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
 from syn2real.command import SUBCOMMANDS, main  # the `syn2real` command lives in the light syn2real.command
 from syn2real.io import read_checkpoint
-from syn2real.run_dir import RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
+from syn2real.run_dir import EVAL_DIR, RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
 
 __all__ = ["SUBCOMMANDS", "Syn2RealCLI", "main"]
 
@@ -186,6 +186,9 @@ class Syn2RealCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path not in ("last", "auto"):
             return
+        if ckpt_path == "auto" and self.subcommand != "fit":
+            raise RunDirectoryError(f"--ckpt_path auto is for fit (resume if possible); {self.subcommand} needs the "
+                                    "checkpoint to evaluate: --ckpt_path last, best or a file")
         found = find_last_checkpoint(config.checkpoint.dirpath)
         if ckpt_path == "auto":
             config.ckpt_path = "last" if found is not None else None
@@ -212,7 +215,7 @@ class Syn2RealCLI(LightningCLI):
                     "every process writes into the same evaluation directory"
                 )
             if _launch_rank() != 0:
-                return str(Path(run_dir) / "eval" / name)
+                return str(Path(run_dir) / EVAL_DIR / name)
         target = str(evaluation_dir(run_dir, self.subcommand, name))
         os.environ[EVAL_DIR_ENV] = target  # processes launched from here (Lightning's DDP launcher) inherit it
         print(f"syn2real {self.subcommand}: records of this evaluation go to {target}", file=sys.stderr)

@@ -75,6 +75,10 @@ def _resume_config(ckpt_path: str, dirpath: Path) -> Namespace:
 
 def test_ckpt_path_last_without_checkpoint_is_an_error_and_auto_starts_fresh(tmp_path: Path) -> None:
     cli = Syn2RealCLI.__new__(Syn2RealCLI)
+    cli.subcommand = "test"
+    with pytest.raises(RunDirectoryError, match="--ckpt_path auto is for fit"):  # an evaluation needs its checkpoint
+        cli._resolve_resume(_resume_config("auto", tmp_path))
+    cli.subcommand = "fit"
     with pytest.raises(RunDirectoryError, match=r"--ckpt_path last: no last checkpoint in .*--ckpt_path auto"):
         cli._resolve_resume(_resume_config("last", tmp_path))
     config = _resume_config("auto", tmp_path)
