@@ -25,7 +25,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from syn2real.callbacks.checkpoint import LIGHTNING_CHECKPOINT, AtomicCheckpointIO, ResumeOverrides, ResumeRNG, RunCheckpoint
+from syn2real.callbacks.checkpoint import (
+    LIGHTNING_CHECKPOINT, AtomicCheckpointIO, ResumeOverrides, ResumeRNG, RunCheckpoint,
+)
 from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
@@ -33,7 +35,9 @@ from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
 from syn2real.command import SUBCOMMANDS, main  # the `syn2real` command lives in the light syn2real.command
 from syn2real.io import read_checkpoint
-from syn2real.run_dir import EVAL_DIR, RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite
+from syn2real.run_dir import (
+    EVAL_DIR, RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite,
+)
 
 __all__ = ["SUBCOMMANDS", "Syn2RealCLI", "main"]
 
@@ -171,8 +175,8 @@ class Syn2RealCLI(LightningCLI):
             if str(getattr(entry, "class_path", "")).endswith("SafeWandbLogger"):
                 if self.subcommand in EVALUATIONS and init_args.save_dir not in (None, str(root)):
                     # its wandb_run_id would replace the training's: the evaluation's W&B files stay in its directory
-                    print(f"syn2real {self.subcommand}: trainer.logger.init_args.save_dir {init_args.save_dir} not used: "
-                          f"an evaluation's W&B files go to {root}", file=sys.stderr)
+                    print(f"syn2real {self.subcommand}: trainer.logger.init_args.save_dir {init_args.save_dir} not "
+                          f"used: an evaluation's W&B files go to {root}", file=sys.stderr)
                     init_args.save_dir = None
                 if init_args.save_dir is None:
                     init_args.save_dir = str(root)

@@ -110,7 +110,8 @@ def checkpoint_load_error(path: str | os.PathLike, err: BaseException) -> str:
 
 
 def non_finite_entry(tensors: dict[str, Any]) -> str | None:
-    """The name of the first floating-point tensor of ``tensors`` (e.g. a checkpoint's ``state_dict``) with a NaN/inf, or None when all are finite."""
+    """The name of the first floating-point tensor of ``tensors`` (e.g. a checkpoint's ``state_dict``) with a NaN/inf,
+    or None when all are finite."""
     for name, value in tensors.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return name

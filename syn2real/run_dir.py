@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-__all__ = ["EVAL_DIR", "RunDirectoryError", "archive_file", "evaluation_dir", "existing_records", "find_last_checkpoint",
-           "refuse_overwrite", "report_dir"]
+__all__ = ["EVAL_DIR", "RunDirectoryError", "archive_file", "evaluation_dir", "existing_records",
+           "find_last_checkpoint", "refuse_overwrite", "report_dir"]
 
 EVAL_DIR = "eval"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

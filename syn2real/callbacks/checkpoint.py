@@ -23,7 +23,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from syn2real.io import atomic_torch_save, non_finite_entry, read_checkpoint
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams",
-           "LIGHTNING_CHECKPOINT", "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state", "side_effect_free"]
+           "LIGHTNING_CHECKPOINT", "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state",
+           "side_effect_free"]
 
 
 LIGHTNING_CHECKPOINT = "a syn2real/Lightning checkpoint (a .ckpt of a syn2real run)"
