@@ -68,11 +68,7 @@ class RunCheckpoint(ModelCheckpoint):
             return
         if self._should_skip_saving_checkpoint(trainer):
             return
-        # the monitored metric does not exist yet: write last.ckpt now, and leave the step unmarked as saved so that
-        # the deferred best-by-monitor save still happens at the next validation, even at this very step
-        saved_step = self._last_global_step_saved
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_global_step_saved = saved_step
+        self._save_last_unmarked(trainer)  # the monitored metric does not exist yet
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)  # Lightning's: a last.ckpt if none was written during the fit
@@ -80,9 +76,14 @@ class RunCheckpoint(ModelCheckpoint):
         # final weights in last.ckpt (without them last.ckpt stays Lightning's copy of the latest saved checkpoint)
         if (self.save_last and self._every_n_train_steps >= 1 and not trainer.interrupted
                 and not self._should_skip_saving_checkpoint(trainer)):
-            saved_step = self._last_global_step_saved
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._last_global_step_saved = saved_step
+            self._save_last_unmarked(trainer)
+
+    def _save_last_unmarked(self, trainer: Trainer) -> None:
+        """Write ``last.ckpt`` now without marking the step as saved, so that a deferred best-by-monitor save still
+        happens at the next validation, even at this very step."""
+        saved_step = self._last_global_step_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = saved_step
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         module = trainer.lightning_module

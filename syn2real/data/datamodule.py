@@ -270,11 +270,11 @@ class DomainPairDataModule(L.LightningDataModule):
                 continue
             if spec.format == "folder":
                 count = sum(1 for d in Path(spec.root).iterdir() if d.is_dir() and not d.name.startswith("."))
-            elif spec.list_file is not None and resolve_list_file(spec.root, spec.list_file).is_file():
-                entries = read_image_list(resolve_list_file(spec.root, spec.list_file), Path(spec.root))
-                count = max(label for _, label, _ in entries) + 1
             else:
-                continue
+                listed = resolve_list_file(spec.root, spec.list_file) if spec.list_file is not None else None
+                if listed is None or not listed.is_file():
+                    continue
+                count = max(label for _, label, _ in read_image_list(listed, Path(spec.root))) + 1
             bad = source.lines_outside(count)
             if 0 < count < len(source.classes) and bad:
                 raise DatasetLayoutError(
