@@ -29,6 +29,7 @@ from step_overhead import lightning_steps  # noqa: E402
 from syn2real.adversarial import PGD, WorstOfK  # noqa: E402
 from syn2real.adversarial.spatial import transform_batch  # noqa: E402
 from syn2real.methods import OptimConfig, SourceOnly  # noqa: E402
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     batch = {"source": (x, y), "target": (x.clone(), torch.full_like(y, -1), torch.arange(args.batch))}
     net = NetworkConfig(backbone=args.backbone, num_classes=10, in_chans=in_chans)
     optim = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4)
-    clean = SourceOnly(network=net, optim=optim)
+    clean = SourceOnly(task=Classification(network=net), optim=optim)
     attack = PGD(epsilon=0.3, step_size=0.01, steps=args.pgd_steps)
     spatial = WorstOfK(k=args.k)
 

@@ -33,6 +33,7 @@ from step_overhead import RepeatBatch, StepTimer  # noqa: E402
 
 from syn2real.callbacks.layerwise_lr import LayerwiseLR  # noqa: E402
 from syn2real.methods import ASG, CSG, OptimConfig, SourceOnly  # noqa: E402
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -87,10 +88,10 @@ def main() -> None:
                         bottleneck_norm=False)
     optim = OptimConfig(name="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-4, backbone_lr_mult=0.1)
     templates = {
-        "finetune": SourceOnly(network=net, optim=optim),
-        "asg": ASG(network=net, optim=optim, flip_eval=False),
-        "csg": CSG(network=net, optim=optim, queue_size=args.queue, view_chunk=args.view_chunk, flip_eval=False),
-        "csg_noviews": CSG(network=net, optim=optim, queue_size=args.queue, views="none", flip_eval=False),
+        "finetune": SourceOnly(task=Classification(network=net), optim=optim),
+        "asg": ASG(task=Classification(network=net), optim=optim, flip_eval=False),
+        "csg": CSG(task=Classification(network=net), optim=optim, queue_size=args.queue, view_chunk=args.view_chunk, flip_eval=False),
+        "csg_noviews": CSG(task=Classification(network=net), optim=optim, queue_size=args.queue, views="none", flip_eval=False),
     }
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     times: dict[str, list[float]] = {k: [] for k in [*templates, "asg_l2o", "frozen_forward"]}

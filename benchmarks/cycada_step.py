@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_overhead import RepeatBatch, StepTimer  # noqa: E402
 
 from syn2real.methods import CyCADA  # noqa: E402
+from syn2real.tasks import Classification
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig  # noqa: E402
 from syn2real.models.heads import NetworkConfig  # noqa: E402
 
@@ -118,7 +119,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,))
     batch = {"source": (x_s, y), "target": (x_t, torch.full_like(y, -1), torch.arange(args.batch))}
     template = CyCADA(
-        network=NetworkConfig(backbone=args.backbone, num_classes=10, in_chans=args.channels),
+        task=Classification(network=NetworkConfig(backbone=args.backbone, num_classes=10, in_chans=args.channels)),
         lambda_semantic=0.0,  # no checkpoint to load here; the teacher passes are timed below with weight 1 instead
         generator=GeneratorConfig(channels=args.channels, ngf=args.ngf, n_blocks=args.blocks),
         discriminator=PatchDiscriminatorConfig(ndf=args.ndf),

@@ -30,6 +30,7 @@ from step_overhead import lightning_steps  # noqa: E402
 
 from syn2real.losses.adversarial import domain_adversarial_loss, grad_reverse  # noqa: E402
 from syn2real.methods import DANN, OptimConfig  # noqa: E402
+from syn2real.tasks import Classification
 from syn2real.models.discriminators import DiscriminatorConfig  # noqa: E402
 from syn2real.models.heads import NetworkConfig  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     net = NetworkConfig(backbone=args.backbone, num_classes=args.classes, in_chans=in_chans,
                         bottleneck_dim=args.bottleneck)
     optim = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-3)
-    template = DANN(network=net, optim=optim, discriminator=DiscriminatorConfig(preset=args.discriminator))
+    template = DANN(task=Classification(network=net), optim=optim, discriminator=DiscriminatorConfig(preset=args.discriminator))
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
 
     times: dict[str, list[float]] = {"bare": [], "bare_dann": [], "lightning": []}

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from syn2real.methods import OptimConfig, SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     batch = {"source": (x, y), "target": (x.clone(), torch.full_like(y, -1))}
     net = NetworkConfig(backbone=args.backbone, num_classes=args.classes, in_chans=in_chans)
     optim = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4)
-    template = SourceOnly(network=net, optim=optim)
+    template = SourceOnly(task=Classification(network=net), optim=optim)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
 
     bare: list[float] = []

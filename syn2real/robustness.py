@@ -438,7 +438,7 @@ def load_trained(prog: str, configs: list[str], ckpt: str | os.PathLike, overrid
     """(method with the checkpoint's weights, datamodule), built from ``--config FILE [overrides]`` exactly as
     ``syn2real fit`` builds them, without a logger and without training. ``prog`` names the command in errors."""
     from syn2real.cli import Syn2RealCLI
-    from syn2real.methods.base import load_model_weights
+    from syn2real.models.checkpoint import load_model_weights
 
     if not Path(ckpt).is_file():
         raise SystemExit(f"{prog}: checkpoint {ckpt} does not exist")

@@ -96,11 +96,11 @@ def gta2cs_lists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def seg_source_run(gta2cs_lists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-epoch SegSourceOnly run (sliding-window evaluation): the starting point of the adaptation stages."""
+    """A one-epoch segmentation SourceOnly run (sliding-window evaluation): the starting point of the adaptation stages."""
     from seg_runs import SLIDE, fit, seg_config
 
     run = tmp_path_factory.mktemp("seg_source") / "source_only"
-    fit(seg_config("SegSourceOnly", gta2cs_lists, inference=SLIDE), run)
+    fit(seg_config("SourceOnly", gta2cs_lists, inference=SLIDE), run)
     return run
 
 
@@ -108,7 +108,7 @@ def seg_self_training_config(lists: dict[str, Path], source_run: Path, log_dir: 
     """One epoch of CRST-MRKLD from the source-only checkpoint; per-step losses in ``<log_dir>/csv``."""
     from seg_runs import seg_config
 
-    config = seg_config("SegSelfTraining", lists, init_checkpoint=str(source_run / "checkpoints" / "last.ckpt"),
+    config = seg_config("SelfTraining", lists, init_checkpoint=str(source_run / "checkpoints" / "last.ckpt"),
                         variant="mrkld", rounds={"epochs_per_round": 1, "bins": 1000})
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                    "init_args": {"save_dir": str(log_dir), "name": "csv"}}

@@ -36,14 +36,18 @@ def prepare_trees(root: Path, source: str = "gta5", num_classes: int = 19) -> di
 
 
 def seg_config(method: str, lists: dict[str, Path], num_classes: int = 19, **init_args: Any) -> dict[str, Any]:
-    """The shrunk config of ``syn2real.methods.<method>`` (CPU, one epoch, no logger, no W&B media)."""
+    """The shrunk config of ``syn2real.methods.<method>`` for segmentation (CPU, one epoch, no logger, no W&B media);
+    ``inference`` goes to the task, the other ``init_args`` to the method."""
+    task_args = {"network": {"backbone": "resnet18", "num_classes": num_classes, "aspp_rates": [1, 2]}}
+    if "inference" in init_args:
+        task_args["inference"] = copy.deepcopy(init_args.pop("inference"))
     return {
         "seed_everything": 0,
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "logger": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
                     "log_every_n_steps": 1},
         "model": {"class_path": f"syn2real.methods.{method}",
-                  "init_args": {"network": {"backbone": "resnet18", "num_classes": num_classes, "aspp_rates": [1, 2]},
+                  "init_args": {"task": {"class_path": "syn2real.tasks.Segmentation", "init_args": task_args},
                                 **copy.deepcopy(init_args)}},
         "data": {"class_path": "syn2real.data.SegmentationDataModule", "init_args": {
             "source": {"list_file": str(lists["source"])},

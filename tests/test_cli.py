@@ -136,7 +136,7 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_unknown_config_key_fails_clearly(tmp_path: Path) -> None:
-    bad = run_cli("fit", "--config", CONFIG, "--model.init_args.network.no_such_key", "3", cwd=tmp_path, check=False)
+    bad = run_cli("fit", "--config", CONFIG, "--model.init_args.task.init_args.network.no_such_key", "3", cwd=tmp_path, check=False)
     assert bad.returncode != 0 and "no_such_key" in bad.stderr
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("model:\n  class_path: syn2real.methods.SourceOnly\n  init_args:\n    optimm: {lr: 0.1}\n")
@@ -161,8 +161,8 @@ def test_wandb_failure_warns_and_training_continues(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "resnet18.pth"
-    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--model.init_args.network.backbone", "resnet18",
-                   "--model.init_args.network.weights", str(missing), cwd=tmp_path, check=False)
+    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--model.init_args.task.init_args.network.backbone", "resnet18",
+                   "--model.init_args.task.init_args.network.weights", str(missing), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and str(missing) in proc.stderr
 
 
@@ -179,7 +179,7 @@ def test_visda_config_runs_on_a_tiny_tree_in_the_official_layout(tmp_path: Path)
     run = tmp_path / "run"
     run_cli(
         "fit", "--config", str(REPO / "configs" / "visda17" / "source_only.yaml"),
-        "--model.init_args.network.backbone", "resnet18",
+        "--model.init_args.task.init_args.network.backbone", "resnet18",
         "--data.init_args.source.root", str(tmp_path / "visda" / "train"),
         "--data.init_args.target.root", str(tmp_path / "visda" / "validation"),
         "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",

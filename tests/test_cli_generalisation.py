@@ -26,8 +26,8 @@ def tiny(visda: Path, run: Path) -> list[str]:
     small_tf = '[{name: Resize, height: 32, width: 32}, {name: Normalize, mean: [0.485, 0.456, 0.406], ' \
                'std: [0.229, 0.224, 0.225]}]'
     return [
-        "--model.init_args.network.backbone", "test_resnet",
-        "--model.init_args.network.bottleneck_dim", "16",
+        "--model.init_args.task.init_args.network.backbone", "test_resnet",
+        "--model.init_args.task.init_args.network.bottleneck_dim", "16",
         "--data.init_args.source.root", str(visda / "train"),
         "--data.init_args.target.root", str(visda / "validation"),
         "--data.init_args.num_workers", "0",

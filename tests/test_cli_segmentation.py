@@ -84,7 +84,7 @@ def test_self_training_writes_pseudo_label_pngs_and_its_round(seg_self_training_
 
 def test_cycada_with_the_source_model_as_teacher(gta2cs_lists: dict, seg_source_run: Path, tmp_path: Path) -> None:
     teacher = str(seg_source_run / "checkpoints" / "last.ckpt")
-    m = fit(seg_config("SegCyCADA", gta2cs_lists, teacher_checkpoint=teacher, pool_size=2,
+    m = fit(seg_config("CyCADA", gta2cs_lists, teacher_checkpoint=teacher, pool_size=2,
                        generator={"ngf": 8, "n_blocks": 2, "channels": 3}, discriminator={"ndf": 8}, **IMAGENET),
             tmp_path / "cycada")
     _check_metrics(m, CITYSCAPES_CLASSES)
@@ -100,7 +100,7 @@ def test_cycada_with_the_source_model_as_teacher(gta2cs_lists: dict, seg_source_
 def test_synthia_16_classes_source_only(tmp_path: Path) -> None:
     lists = prepare_trees(tmp_path / "data", source="synthia", num_classes=16)
     assert lists["source"].parent.joinpath("classes.txt").read_text().split("\n")[:16] == SYNTHIA_16_CLASSES
-    config = seg_config("SegSourceOnly", lists, num_classes=16)
+    config = seg_config("SourceOnly", lists, num_classes=16)
     # predict at half resolution, score at the labels' native 64 x 32
     config["data"]["init_args"]["eval_transforms"].insert(0, {"name": "Resize", "height": 16, "width": 32})
     m = fit(config, tmp_path / "synthia16")
@@ -109,5 +109,5 @@ def test_synthia_16_classes_source_only(tmp_path: Path) -> None:
 
 
 def test_a_class_count_mismatch_between_network_and_lists_fails_loudly(gta2cs_lists: dict, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model.network.num_classes is 16 but the data has 19 classes"):
-        fit(seg_config("SegSourceOnly", gta2cs_lists, num_classes=16), tmp_path / "mismatch")
+    with pytest.raises(ValueError, match="model.task.network.num_classes is 16 but the data has 19 classes"):
+        fit(seg_config("SourceOnly", gta2cs_lists, num_classes=16), tmp_path / "mismatch")

@@ -22,7 +22,7 @@ COMMON = [
     "--trainer.accelerator", "cpu",
     "--trainer.max_steps", "40",
     # SyncBatchNorm needs GPUs; without BatchNorm the per-rank forward is exactly the single-process one
-    "--model.init_args.network.backbone_kwargs", "{batch_norm: false}",
+    "--model.init_args.task.init_args.network.backbone_kwargs", "{batch_norm: false}",
     "--trainer.logger", "false",
     "--trainer.enable_progress_bar", "false",
     "--trainer.num_sanity_val_steps", "0",

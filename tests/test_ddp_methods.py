@@ -40,7 +40,7 @@ COMMON = [
     "--data.init_args.eval_batch_size", "250",
     "--trainer.accelerator", "cpu",
     "--trainer.max_steps", str(STEPS),
-    "--model.init_args.network.backbone_kwargs", "{batch_norm: false}",
+    "--model.init_args.task.init_args.network.backbone_kwargs", "{batch_norm: false}",
     "--trainer.logger", "false",
     "--trainer.enable_progress_bar", "false",
     "--trainer.num_sanity_val_steps", "0",
@@ -111,7 +111,7 @@ def visda_args(visda: Path) -> list[str]:
     tf = "[{name: Resize, height: 32, width: 32}, {name: Normalize, mean: [0.485, 0.456, 0.406], " \
          "std: [0.229, 0.224, 0.225]}]"
     return [
-        "--model.init_args.network.backbone", "test_resnet", "--model.init_args.network.bottleneck_dim", "16",
+        "--model.init_args.task.init_args.network.backbone", "test_resnet", "--model.init_args.task.init_args.network.bottleneck_dim", "16",
         "--data.init_args.source.root", str(visda / "train"), "--data.init_args.target.root", str(visda / "validation"),
         "--data.init_args.num_workers", "0", "--data.init_args.eval_batch_size", "12",
         "--data.init_args.source_val_fraction", "0.0",

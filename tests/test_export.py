@@ -15,6 +15,7 @@ from PIL import Image
 from syn2real.adversarial.advprop import export_main_bn
 from syn2real.export import load_exported, main
 from syn2real.methods import SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 NET = NetworkConfig(backbone="digits_cnn", num_classes=3, in_chans=1)
@@ -37,7 +38,7 @@ def _config(tmp_path: Path, root: Path) -> Path:
 def test_export_then_three_lines_give_the_trained_predictions(tmp_path: Path) -> None:
     root = make_class_tree(tmp_path / "digits", ["cat", "dog", "eel"], per_class=2)
     torch.manual_seed(0)
-    method = SourceOnly(network=NET)
+    method = SourceOnly(task=Classification(network=NET))
     with torch.no_grad():  # not the initial weights: a trained model's running BN statistics differ from 0 / 1
         for module in method.model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -78,7 +79,7 @@ def test_load_exported_errors_name_the_file(tmp_path: Path) -> None:
 def _first_format(tmp_path: Path) -> Path:
     import dataclasses
 
-    model = SourceOnly(network=NET).model
+    model = SourceOnly(task=Classification(network=NET)).model
     path = tmp_path / "old.pt"
     torch.save({"state_dict": export_main_bn(model).state_dict(), "network": dataclasses.asdict(NET)}, path)
     return path

@@ -84,13 +84,14 @@ def _fit_cycada(tmp_path: Path, precision: str, accelerator: str = "cpu") -> tup
     from syn2real.methods import CyCADA, SourceOnly
     from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
     from syn2real.models.heads import NetworkConfig
+    from syn2real.tasks import Classification
 
     net = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)
     torch.manual_seed(1)
     teacher = tmp_path / "source.ckpt"
-    torch.save({"state_dict": SourceOnly(network=net).state_dict()}, teacher)
+    torch.save({"state_dict": SourceOnly(task=Classification(network=net)).state_dict()}, teacher)
     L.seed_everything(0)
-    method = CyCADA(network=net, teacher_checkpoint=str(teacher), pool_size=3,
+    method = CyCADA(task=Classification(network=net), teacher_checkpoint=str(teacher), pool_size=3,
                     generator=GeneratorConfig(channels=1, ngf=4, n_blocks=1),
                     discriminator=PatchDiscriminatorConfig(ndf=4))
     gen = torch.Generator().manual_seed(0)

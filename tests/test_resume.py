@@ -26,7 +26,7 @@ COMMON = [
     "--data.init_args.eval_batch_size", "500",
     "--data.init_args.train_transforms",
     "[{name: Affine, translate_percent: [-0.1, 0.1], rotate: [-15, 15], p: 0.8}, {name: Normalize, mean: [0.5], std: [0.5]}]",
-    "--model.init_args.network.backbone_kwargs", "{drop_rate: 0.3}",
+    "--model.init_args.task.init_args.network.backbone_kwargs", "{drop_rate: 0.3}",
     "--trainer.accelerator", "cpu",
     "--trainer.max_steps", "30",
     "--trainer.limit_train_batches", "12",

@@ -15,6 +15,7 @@ from PIL import Image
 
 import syn2real.translate as translate_mod
 from syn2real.methods import CyCADA
+from syn2real.tasks import Classification
 from syn2real.methods.cycada import load_generator
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
@@ -25,7 +26,7 @@ from syn2real.translate import translate_folder
 def cycada_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     method = CyCADA(
-        network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1), lambda_semantic=0.0,
+        task=Classification(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)), lambda_semantic=0.0,
         generator=GeneratorConfig(channels=1, ngf=4, n_blocks=1), discriminator=PatchDiscriminatorConfig(ndf=4),
     )
     path = tmp_path_factory.mktemp("ckpt") / "cycada.ckpt"

@@ -37,7 +37,7 @@ class GeneralisationDiagnostics(L.Callback):
         cfg = pl_module.network_cfg
         weights = self.weights or cfg.weights
         if weights is None:
-            raise ValueError("diagnostics: neither diagnostics.weights nor model.init_args.network.weights is set; "
+            raise ValueError("diagnostics: neither diagnostics.weights nor model.init_args.task.init_args.network.weights is set; "
                              "the ImageNet KL needs the ImageNet weights")
         self.guide = freeze(create_backbone(cfg.backbone, weights=weights, num_classes=self.imagenet_classes,
                                             in_chans=cfg.in_chans, **cfg.backbone_kwargs))

@@ -126,7 +126,7 @@ class PixelPseudoLabelRounds(L.Callback):
     @torch.no_grad()
     def _probs(self, pl_module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
         return segment(pl_module.model, x.to(pl_module.device), pl_module.network_cfg.num_classes,
-                       getattr(pl_module, "inference", None))
+                       getattr(getattr(pl_module, "task", None), "inference", None))
 
     def _all_reduce(self, trainer: L.Trainer, tensor: torch.Tensor) -> torch.Tensor:
         if trainer.world_size == 1:

@@ -41,7 +41,8 @@ class RoundConfig:
         epochs_per_round: training epochs between two pseudo-labelling steps (official code: 2; 3 rounds).
         portion_start / portion_step / portion_cap: p of round r = min(start + r·step, cap) (0.2, 0.05, 0.5).
         thresholds: ``exact`` (sort all gathered confidences) or ``histogram`` (per-class confidence histograms
-            with ``bins`` bins, all-reduced: memory independent of the number of images, for pixels).
+            with ``bins`` bins, all-reduced: memory independent of the number of images); ``null`` (default) =
+            ``exact`` for images, ``histogram`` for pixels (the only one segmentation supports).
         bins: histogram bins.
         filename: per-round record inside ``trainer.default_root_dir``.
     """
@@ -50,7 +51,7 @@ class RoundConfig:
     portion_start: float = 0.2
     portion_step: float = 0.05
     portion_cap: float = 0.5
-    thresholds: Literal["exact", "histogram"] = "exact"
+    thresholds: Literal["exact", "histogram"] | None = None
     bins: int = 10000
     filename: str = "self_training_rounds.json"
 
@@ -125,7 +126,7 @@ class PseudoLabelRounds(L.Callback):
         probs = predict_probs(trainer, pl_module, dataset, batch_size)
         cfg = self.cfg
         portion = portion_schedule(round_idx, cfg.portion_start, cfg.portion_step, cfg.portion_cap)
-        if cfg.thresholds == "exact":
+        if cfg.thresholds in (None, "exact"):
             thresholds = class_balanced_thresholds(probs, portion)
         else:
             hist = confidence_histogram(probs, cfg.bins)

@@ -21,21 +21,14 @@ from syn2real.losses.adversarial import (
     adda_target_loss,
     domain_accuracy,
 )
-from syn2real.methods.base import (
-    Batch,
-    DAMethod,
-    OptimConfig,
-    average_gradients,
-    backward_local,
-    backward_step,
-    load_model_weights,
-    null_defaults,
-    rank_mean,
-    step_schedulers,
-)
-from syn2real.methods.guard import guard_losses
+from syn2real.core.distributed import rank_mean
+from syn2real.methods.base import Batch, DAMethod
+from syn2real.methods.module import null_defaults
+from syn2real.methods.optim import OptimConfig
+from syn2real.methods.update import optimizer_update, step_schedulers
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
+from syn2real.tasks import Classification, Task
 
 __all__ = ["ADDA"]
 
@@ -47,12 +40,13 @@ def adda_optim() -> OptimConfig:
     return OptimConfig(name="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, scheduler="none")
 
 
-@null_defaults(network=NetworkConfig, optim=adda_optim)
+@null_defaults(
+    task=lambda: Classification(NetworkConfig()), optim=adda_optim)
 class ADDA(DAMethod):
     """Adversarial discriminative domain adaptation, stage 2 (manual optimisation: discriminator, then encoder).
 
     Args:
-        network: must describe the stage-1 network (same backbone, classes, bottleneck).
+        task: classification; its network must describe the stage-1 network (same backbone, classes, bottleneck).
         source_checkpoint: the stage-1 checkpoint (any syn2real method's ``.ckpt``); its network initialises both
             the frozen source encoder and the trained target encoder.
         optim: the target encoder's optimiser (Adam 2e-4, β 0.5); ``discriminator_optim`` defaults to the same.
@@ -69,9 +63,11 @@ class ADDA(DAMethod):
             manually optimised methods.
     """
 
+    supported_tasks = (Classification,)  # losses on image-level features/predictions
+
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         source_checkpoint: str | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
@@ -83,7 +79,7 @@ class ADDA(DAMethod):
         source_translator: str | None = None,
         grad_clip: float | None = None,
     ) -> None:
-        super().__init__(network=network, optim=optim or adda_optim(), augment=augment)
+        super().__init__(task=task, optim=optim or adda_optim(), augment=augment)
         if align not in ("features", "logits"):
             raise ValueError(f"align must be 'features' or 'logits', got {align!r}")
         if gate_accuracy is not None and not 0.0 <= gate_accuracy < 1.0:
@@ -94,7 +90,7 @@ class ADDA(DAMethod):
         self.gate_accuracy = gate_accuracy
         self.source_checkpoint = source_checkpoint
         if source_checkpoint is not None:
-            load_model_weights(self.model, source_checkpoint)
+            self.load_weights(source_checkpoint)
         else:
             log.warning("ADDA without model.source_checkpoint starts from random weights; stage 1 is a source model")
         self.source_model = copy.deepcopy(self.model).eval()
@@ -133,22 +129,18 @@ class ADDA(DAMethod):
         z_t = self._encode(self.model, x_t)
 
         # 1) discriminator: source encodings -> 1, target encodings -> 0
-        d_s, d_t = self.discriminator(z_s), self.discriminator(z_t.detach())
-        loss_d = adda_discriminator_loss(d_s, d_t)
-        guard_losses(self, {"discriminator_loss": loss_d})
-        backward_step(self, loss_d, opt_d)
+        with optimizer_update(self, opt_d, log=False) as update:
+            d_s, d_t = self.discriminator(z_s), self.discriminator(z_t.detach())
+            loss_d = adda_discriminator_loss(d_s, d_t)
+            update.backward(loss_d, {"discriminator_loss": loss_d})
         acc = domain_accuracy(d_s, d_t)
 
         # 2) target encoder: inverted labels, gated on the discriminator being ahead on the global batch (the mean
         # over ranks), so that every rank takes the same decision
-        update = self.gate_accuracy is None or float(rank_mean(self, acc)) > self.gate_accuracy
-        loss_g = adda_target_loss(self.discriminator(z_t))
-        opt_enc.zero_grad()
-        if update:
-            guard_losses(self, {"target_gan_loss": loss_g})
-            backward_local(self, loss_g)
-            average_gradients(self, opt_enc)
-            opt_enc.step()
+        gate_open = self.gate_accuracy is None or float(rank_mean(self, acc)) > self.gate_accuracy
+        with optimizer_update(self, opt_enc, freeze=[self.discriminator], enabled=gate_open, log=False) as update:
+            loss_g = adda_target_loss(self.discriminator(z_t))
+            update.backward(loss_g, {"target_gan_loss": loss_g})
         step_schedulers(self)
 
         bs = x_s.shape[0]
@@ -158,7 +150,7 @@ class ADDA(DAMethod):
                 "train/discriminator_loss": loss_d.detach(),
                 "train/target_gan_loss": loss_g.detach(),
                 "train/domain_acc": acc,
-                "train/encoder_updated": torch.tensor(float(update)),
+                "train/encoder_updated": torch.tensor(float(gate_open)),
             },
             batch_size=bs,
         )

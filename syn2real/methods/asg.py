@@ -15,20 +15,22 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.guidance import guidance_kl
-from syn2real.methods.base import Batch, OptimConfig, null_defaults
+from syn2real.methods.base import Batch
 from syn2real.methods.generalisation import GeneralisationMethod, asg_network, asg_optim
-from syn2real.models.heads import NetworkConfig
+from syn2real.methods.module import null_defaults
+from syn2real.methods.optim import OptimConfig
+from syn2real.tasks import Classification, Task
 from syn2real.models.imagenet import build_frozen_imagenet_model
 
 __all__ = ["ASG"]
 
 
-@null_defaults(network=asg_network, optim=asg_optim)
+@null_defaults(task=lambda: Classification(asg_network()), optim=asg_optim)
 class ASG(GeneralisationMethod):
     """Proxy guidance: CE on synthetic images + ``kl_weight`` · KL(guide ‖ student) over ImageNet classes.
 
     Args:
-        network / optim / augment: as for every method; defaults are the paper's VisDA network
+        task / optim / augment: as for every method; defaults are the paper's VisDA network
             (ResNet-101, 2048-512-12 head without BatchNorm) and optimiser (SGD 1e-4, backbone 0.1×, wd 5e-4, poly).
             ``network.weights`` must be the ImageNet weights (with classifier) of ``network.backbone``.
         kl_weight: λ; 0.1 for classification (the paper; 75 for per-pixel segmentation).
@@ -40,7 +42,7 @@ class ASG(GeneralisationMethod):
 
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
         kl_weight: float = 0.1,
@@ -49,7 +51,7 @@ class ASG(GeneralisationMethod):
         freeze_bn: bool = True,
         flip_eval: bool = True,
     ) -> None:
-        super().__init__(network=network, optim=optim, augment=augment, freeze_bn=freeze_bn, flip_eval=flip_eval)
+        super().__init__(task=task, optim=optim, augment=augment, freeze_bn=freeze_bn, flip_eval=flip_eval)
         if kl_weight < 0 or temperature <= 0:
             raise ValueError(f"model.init_args.kl_weight must be >= 0 and temperature > 0, got {kl_weight}, "
                              f"{temperature}")

@@ -22,10 +22,12 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.contrastive import apool, hyperspherical_energy, info_nce
-from syn2real.methods.base import Batch, OptimConfig, null_defaults
+from syn2real.methods.base import Batch
 from syn2real.methods.generalisation import GeneralisationMethod, asg_network, asg_optim
+from syn2real.methods.module import null_defaults
+from syn2real.methods.optim import OptimConfig
 from syn2real.models.contrastive import NegativeQueue, ProjectionHead, ema_update
-from syn2real.models.heads import NetworkConfig
+from syn2real.tasks import Classification, Task
 from syn2real.models.imagenet import forward_with_stages, freeze, stage_channels
 
 __all__ = ["CSG", "RandAugmentViews"]
@@ -58,12 +60,12 @@ class RandAugmentViews(nn.Module):
         return ((out - self.mean) / self.std).to(x.dtype)
 
 
-@null_defaults(network=asg_network, optim=asg_optim)
+@null_defaults(task=lambda: Classification(asg_network()), optim=asg_optim)
 class CSG(GeneralisationMethod):
     """Contrastive synthetic-to-real generalisation: CE + ``weight`` · Σ_stages InfoNCE(student, frozen ImageNet).
 
     Args:
-        network / optim / augment / freeze_bn / flip_eval: as for ASG (the paper builds on ASG's code and
+        task / optim / augment / freeze_bn / flip_eval: as for ASG (the paper builds on ASG's code and
             settings; ``network.weights`` are the ImageNet weights the key encoder keeps).
         stages: ``feature_info`` indices contrasted (``[-2, -1]`` = ResNet layer3 and layer4, the paper).
         proj_dim: projection output dimension (128).
@@ -82,7 +84,7 @@ class CSG(GeneralisationMethod):
 
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
         stages: list[int] | None = None,
@@ -103,7 +105,7 @@ class CSG(GeneralisationMethod):
         flip_eval: bool = True,
         energy_every: int = 1,
     ) -> None:
-        super().__init__(network=network, optim=optim, augment=augment, freeze_bn=freeze_bn, flip_eval=flip_eval)
+        super().__init__(task=task, optim=optim, augment=augment, freeze_bn=freeze_bn, flip_eval=flip_eval)
         if not 0.0 <= momentum <= 1.0 or temperature <= 0 or weight < 0 or queue_size < 1:
             raise ValueError(f"CSG: need 0 <= momentum <= 1, temperature > 0, weight >= 0, queue_size >= 1; got "
                              f"{momentum}, {temperature}, {weight}, {queue_size}")

@@ -39,7 +39,6 @@ from syn2real.adversarial.advprop import expand_to_dual_bn
 from syn2real.adversarial.base import Augmentation
 from syn2real.io import read_checkpoint
 from syn2real.losses.gan import (
-    IGNORE_INDEX,
     cycle_loss,
     identity_loss,
     label_flip_rate,
@@ -48,16 +47,11 @@ from syn2real.losses.gan import (
     semantic_consistency_loss,
     task_cross_entropy,
 )
-from syn2real.methods.base import (
-    Batch,
-    DAMethod,
-    OptimConfig,
-    backward_step,
-    load_model_weights,
-    null_defaults,
-    step_schedulers,
-)
-from syn2real.methods.guard import guard_losses
+from syn2real.methods.base import Batch, DAMethod
+from syn2real.methods.module import null_defaults
+from syn2real.methods.optim import OptimConfig
+from syn2real.methods.update import optimizer_update, step_schedulers
+from syn2real.models.checkpoint import load_model_weights
 from syn2real.models.gan import (
     GeneratorConfig,
     ImagePool,
@@ -66,6 +60,7 @@ from syn2real.models.gan import (
     ResnetGenerator,
 )
 from syn2real.models.heads import NetworkConfig
+from syn2real.tasks import Classification, Segmentation, Task
 
 __all__ = ["CyCADA", "SourceTranslator", "cycada_gan_optim", "load_generator"]
 
@@ -78,20 +73,16 @@ def cycada_gan_optim() -> OptimConfig:
     return OptimConfig(name="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, scheduler="linear", decay_start=0.5)
 
 
-def _toggle(modules: Sequence[nn.Module], flag: bool) -> None:
-    for module in modules:
-        module.requires_grad_(flag)
-
-
 @null_defaults(
-    network=NetworkConfig, optim=cycada_gan_optim, generator=GeneratorConfig,
+    task=lambda: Classification(NetworkConfig()), optim=cycada_gan_optim, generator=GeneratorConfig,
     discriminator=PatchDiscriminatorConfig, gan_optim=cycada_gan_optim,
 )
 class CyCADA(DAMethod):
     """CyCADA pixel-level adaptation with the task model trained on translated source.
 
     Args:
-        network: the task network f_T, and the teacher f_S's architecture (same backbone and classes).
+        task: classification or segmentation; its network is the task network f_T and the teacher f_S's
+            architecture (same backbone and classes).
         teacher_checkpoint: the stage-1 source model (any syn2real checkpoint); frozen, it provides the semantic
             consistency loss and the label-flip measurements. Required when ``lambda_semantic`` > 0.
         optim: the task model's optimiser (default: Adam 2e-4, β 0.5, the GAN schedule).
@@ -103,8 +94,8 @@ class CyCADA(DAMethod):
         pool_size: image pool of past fakes for the discriminators (50).
         task_init: ``teacher`` starts f_T from f_S's weights, ``scratch`` from a fresh network.
         pixel_mean / pixel_std: the data's normalisation (per channel), so generators work in [-1, 1]; default 0.5
-            for every channel (the digits pipeline, where data space already is [-1, 1]).
-        ignore_index: unlabelled pixels of segmentation labels (255).
+            for every channel (the digits pipeline, where data space already is [-1, 1]); the GTA5 configs give
+            ImageNet's.
         grad_clip: clip each optimizer step's gradients to this total L2 norm (after 16-mixed unscaling); ``null``
             (default) does not clip. ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` do not apply to
             manually optimised methods.
@@ -112,7 +103,7 @@ class CyCADA(DAMethod):
 
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         teacher_checkpoint: str | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
@@ -128,10 +119,9 @@ class CyCADA(DAMethod):
         task_init: Literal["teacher", "scratch"] = "teacher",
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
-        ignore_index: int = IGNORE_INDEX,
         grad_clip: float | None = None,
     ) -> None:
-        super().__init__(network=network, optim=optim or cycada_gan_optim(), augment=augment)
+        super().__init__(task=task, optim=optim or cycada_gan_optim(), augment=augment)
         for name, value in (("lambda_gan", lambda_gan), ("lambda_cycle", lambda_cycle),
                             ("lambda_identity", lambda_identity), ("lambda_semantic", lambda_semantic),
                             ("lambda_task", lambda_task)):
@@ -151,7 +141,6 @@ class CyCADA(DAMethod):
         self.gan_optim_cfg = gan_optim or cycada_gan_optim()
         self.lambda_gan, self.lambda_cycle, self.lambda_identity = lambda_gan, lambda_cycle, lambda_identity
         self.lambda_semantic, self.lambda_task = lambda_semantic, lambda_task
-        self.ignore_index = ignore_index
         pixel_mean = tuple(pixel_mean) if pixel_mean is not None else (0.5,) * self.gen_cfg.channels
         pixel_std = tuple(pixel_std) if pixel_std is not None else (0.5,) * self.gen_cfg.channels
         if len(pixel_mean) != self.gen_cfg.channels:
@@ -229,7 +218,7 @@ class CyCADA(DAMethod):
                 on_x_t = self.teacher(x_t)
             losses["semantic"] = semantic_consistency_loss(
                 self.teacher(self.pixels.from_gan(images["fake_t"])), y_s,
-                self.teacher(self.pixels.from_gan(images["fake_s"])), on_x_t, self.ignore_index,
+                self.teacher(self.pixels.from_gan(images["fake_s"])), on_x_t, self.task.ignore_index,
             )
             total = total + self.lambda_semantic * losses["semantic"]
         losses["loss"] = total
@@ -247,27 +236,25 @@ class CyCADA(DAMethod):
         opt_g, opt_d, opt_task = self.optimizers()
         x_s, y_s = batch["source"]
         x_t = batch["target"][0]
-        discriminators = (self.discriminator_t, self.discriminator_s)
 
         images = self.cycle(x_s, x_t)
-        _toggle(discriminators, False)
-        gen = self.generator_losses(images, y_s, x_t)
-        guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
-        # each update averages exactly its own networks' gradients over DDP ranks (see backward_step)
-        backward_step(self, gen["loss"], opt_g)
-        _toggle(discriminators, True)
+        # each update averages exactly its own networks' gradients over DDP ranks
+        with optimizer_update(self, opt_g, freeze=[self.discriminator_t, self.discriminator_s], log=False) as update:
+            gen = self.generator_losses(images, y_s, x_t)
+            update.backward(gen["loss"], {f"generator_{k}": v for k, v in gen.items()})
 
-        loss_d = self.discriminator_loss(images)
-        guard_losses(self, {"discriminator_loss": loss_d})
-        backward_step(self, loss_d, opt_d)
+        with optimizer_update(self, opt_d, log=False) as update:
+            loss_d = self.discriminator_loss(images)
+            update.backward(loss_d, {"discriminator_loss": loss_d})
 
         x_task, y_task = self.pixels.from_gan(images["fake_t"].detach()), y_s
         x_task, y_task = self.augment_labelled(x_task, y_task)
-        logits = self.model(x_task)
-        loss_task = task_cross_entropy(logits, y_task, self.ignore_index)
-        extra = self.pop_augment_losses()  # AdvProp / Jacobian terms on the translated batch
-        guard_losses(self, {"task_loss": loss_task, **{f"task_{k}": v for k, v in extra.items()}})
-        backward_step(self, self.lambda_task * loss_task + sum(extra.values()), opt_task)
+        with optimizer_update(self, opt_task, log=False) as update:
+            logits = self.model(x_task)
+            loss_task = task_cross_entropy(logits, y_task, self.task.ignore_index)
+            # AdvProp / Jacobian terms on the translated batch are folded in as task_<name>
+            update.backward(self.lambda_task * loss_task, {"task_loss": loss_task}, fold_augment=True,
+                            augment_prefix="task_")
         step_schedulers(self)
 
         bs = x_s.shape[0]
@@ -275,31 +262,28 @@ class CyCADA(DAMethod):
         logged = {f"train/generator_{k}": v.detach() for k, v in gen.items() if k != "loss"}
         logged.update({
             "train/discriminator_loss": loss_d.detach(),
-            "train/task_loss": loss_task.detach(),
             "train/task_acc_translated": (logits.argmax(dim=1) == y_task).float().mean(),
         })
-        logged.update({f"train/task_{k}": v.detach() for k, v in extra.items()})
+        logged.update({f"train/{k}": v.detach() for k, v in update.terms.items()})
         self.log_dict(logged, batch_size=bs)
 
-    def training_media(self, batch: Batch, max_images: int = 8) -> dict[str, torch.Tensor]:
+    def training_media(self, batch: Batch, max_images: int | None = None) -> dict[str, torch.Tensor]:
         """Images in [0, 1] for W&B, (3, N, C, H, W) each: rows source / translated / reconstructed, and
-        target / to-source / reconstructed."""
-        x_s, x_t = batch["source"][0][:max_images], batch["target"][0][:max_images]
+        target / to-source / reconstructed (8 images; 4 for segmentation), plus the task's rows."""
+        n = max_images or (4 if isinstance(self.task, Segmentation) else 8)
+        x_s, x_t = batch["source"][0][:n], batch["target"][0][:n]
         images = self.cycle(x_s, x_t)
         to_unit = lambda g: ((g.float() + 1.0) * 0.5).clamp(0, 1)  # noqa: E731
         return {
             "translation/source": to_unit(torch.stack([images["real_s"], images["fake_t"], images["rec_s"]])),
             "translation/target": to_unit(torch.stack([images["real_t"], images["fake_s"], images["rec_t"]])),
+            **self.task.training_media(self, batch, n),
         }
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
-        super()._eval_step(batch, dataloader_idx)
+    def eval_step(self, batch: Any, dataloader_idx: int) -> None:
+        super().eval_step(batch, dataloader_idx)
         self.translation_eval_step(batch, dataloader_idx)
-
-    def teacher_accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Accuracy of the teacher's ``logits`` on labels ``y`` (segmentation overrides it: pixels, ignore 255)."""
-        return (logits.argmax(dim=1) == y).float().mean()
 
     def translation_eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
         """How translation changes the frozen teacher's decisions (``translation/*`` metrics)."""
@@ -308,14 +292,14 @@ class CyCADA(DAMethod):
         if self.eval_domains[dataloader_idx] == "source":
             after = self.teacher(self.translate(x, "st"))
             self.translation_metrics["flip_st"].update(label_flip_rate(before, after), weight=x.shape[0])
-            self.translation_metrics["teacher_acc_st"].update(self.teacher_accuracy(after, y), weight=x.shape[0])
+            self.translation_metrics["teacher_acc_st"].update(self.task.accuracy(after, y), weight=x.shape[0])
         else:
             after = self.teacher(self.translate(x, "ts"))
             self.translation_metrics["flip_ts"].update(label_flip_rate(before, after), weight=x.shape[0])
 
-    def _eval_epoch_end(self) -> None:
+    def eval_epoch_end(self) -> None:
         n_before = len(self.eval_history)
-        super()._eval_epoch_end()
+        super().eval_epoch_end()
         values = {}
         for name, metric in self.translation_metrics.items():
             if metric.update_count:

@@ -24,9 +24,12 @@ from syn2real.losses.adversarial import (
     grad_reverse,
     grl_lambda,
 )
-from syn2real.methods.base import Batch, DAMethod, OptimConfig, null_defaults
+from syn2real.methods.base import Batch, DAMethod
+from syn2real.methods.module import null_defaults
+from syn2real.methods.optim import OptimConfig
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
+from syn2real.tasks import Classification, Task
 
 __all__ = ["CDAN", "DANN"]
 
@@ -37,7 +40,8 @@ def dann_optim() -> OptimConfig:
                        inv_power=0.75)
 
 
-@null_defaults(network=NetworkConfig, optim=dann_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
+@null_defaults(
+    task=lambda: Classification(NetworkConfig()), optim=dann_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
 class DANN(DAMethod):
     """Domain-adversarial training (Ganin & Lempitsky 2015; JMLR 2016).
 
@@ -45,7 +49,7 @@ class DANN(DAMethod):
     forward pass (shared BatchNorm statistics, as in the reference implementations).
 
     Args:
-        network / optim / augment: as for every method; ``optim`` defaults to the paper's SGD + ``inv`` schedule.
+        task / optim / augment: as for every method; ``optim`` defaults to the paper's SGD + ``inv`` schedule.
         discriminator: MLP on the features; default the paper's 1024-1024-1 with dropout 0.5.
         adv_weight: trade-off of the domain loss (1 in the paper).
         grl_schedule: ``dann`` (λ_p = 2/(1+exp(−γ p)) − 1 over training progress p, the paper) or ``constant``
@@ -55,9 +59,11 @@ class DANN(DAMethod):
             measured from the end of the warm-up.
     """
 
+    supported_tasks = (Classification,)  # losses on image-level features/predictions
+
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
         discriminator: DiscriminatorConfig | None = None,
@@ -66,7 +72,7 @@ class DANN(DAMethod):
         grl_gamma: float = 10.0,
         adv_warmup_steps: int = 0,
     ) -> None:
-        super().__init__(network=network, optim=optim or dann_optim(), augment=augment)
+        super().__init__(task=task, optim=optim or dann_optim(), augment=augment)
         if grl_schedule not in ("dann", "constant"):
             raise ValueError(f"grl_schedule must be 'dann' or 'constant', got {grl_schedule!r}")
         if adv_weight < 0 or adv_warmup_steps < 0:
@@ -144,7 +150,8 @@ def cdan_optim() -> OptimConfig:
                        gamma=10.0, inv_power=0.75)
 
 
-@null_defaults(network=NetworkConfig, optim=cdan_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
+@null_defaults(
+    task=lambda: Classification(NetworkConfig()), optim=cdan_optim, discriminator=lambda: DiscriminatorConfig(preset="dann"))
 class CDAN(DANN):
     """Conditional domain-adversarial network (Long et al., NeurIPS 2018).
 
@@ -156,7 +163,7 @@ class CDAN(DANN):
 
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
         discriminator: DiscriminatorConfig | None = None,
@@ -172,7 +179,7 @@ class CDAN(DANN):
         # set before DANN builds the discriminator, whose input size depends on them
         self._random_dim, self._max_dim = int(random_dim), int(max_multilinear_dim)
         super().__init__(
-            network=network, optim=optim or cdan_optim(), augment=augment, discriminator=discriminator,
+            task=task, optim=optim or cdan_optim(), augment=augment, discriminator=discriminator,
             adv_weight=adv_weight, grl_schedule=grl_schedule, grl_gamma=grl_gamma, adv_warmup_steps=adv_warmup_steps,
         )
         self.entropy_conditioning = bool(entropy_conditioning)

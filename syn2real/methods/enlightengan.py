@@ -21,9 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import lightning as L
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -34,18 +32,9 @@ from syn2real.losses.gan import (
     relativistic_lsgan_generator_loss,
 )
 from syn2real.losses.perceptual import self_feature_preserving_loss
-from syn2real.methods.base import (
-    OptimConfig,
-    _plain,
-    backward_step,
-    build_optimizer,
-    clip_manual_gradients,
-    lr_lambda,
-    null_defaults,
-    step_schedulers,
-    trained_epoch,
-)
-from syn2real.methods.guard import guard_losses
+from syn2real.methods.module import Syn2RealModule, null_defaults
+from syn2real.methods.optim import OptimConfig
+from syn2real.methods.update import optimizer_update, step_schedulers
 from syn2real.models.enlighten import (
     LUMA,
     EnlightenDiscriminatorConfig,
@@ -88,7 +77,7 @@ def crop_patches(images: torch.Tensor, corners: torch.Tensor, size: int) -> torc
 
 
 @null_defaults(generator=EnlightenGeneratorConfig, discriminator=EnlightenDiscriminatorConfig, optim=enlightengan_optim)
-class EnlightenGAN(L.LightningModule):
+class EnlightenGAN(Syn2RealModule):
     """EnlightenGAN: attention-guided U-Net generator, global (relativistic) and local discriminators, and the self
     feature-preserving loss on a frozen feature extractor.
 
@@ -133,8 +122,6 @@ class EnlightenGAN(L.LightningModule):
         bn_recalibration: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self._set_hparams(_plain(dict(self.hparams)))
         for name, value in (("lambda_global", lambda_global), ("lambda_local", lambda_local),
                             ("lambda_sfp", lambda_sfp), ("lambda_sfp_local", lambda_sfp_local)):
             if value < 0:
@@ -147,7 +134,6 @@ class EnlightenGAN(L.LightningModule):
         self.grad_clip = grad_clip
         self.bn_recalibration = bn_recalibration
         self.bn_recalibrated_batches = 0
-        self.nan_guard = True  # --nan_guard.enabled
         self.strict_loading = False  # the frozen extractor is rebuilt from its weights, not stored in checkpoints
         self.gen_cfg = generator or EnlightenGeneratorConfig()
         self.disc_cfg = discriminator or EnlightenDiscriminatorConfig()
@@ -171,27 +157,25 @@ class EnlightenGAN(L.LightningModule):
         self.eval_metrics = torch.nn.ModuleDict(
             {k: MeanMetric() for k in ("psnr", "ssim", "psnr_input", "ssim_input", "brightness", "brightness_input", "brightness_reference")}
         )
-        self.last_eval_step: int | None = None
-        self.eval_history: list[dict[str, float]] = []
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("perceptual.")]:
             del state[key]
         checkpoint["syn2real_image_pools"] = {"global": self.pool.state_dict()}
-        checkpoint["syn2real_eval_history"] = list(self.eval_history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = {k for k in self.state_dict() if not k.startswith("perceptual.")}
         missing = sorted(own - set(checkpoint.get("state_dict", {})))
         if missing:
             raise ValueError(f"checkpoint lacks EnlightenGAN weights {missing[:4]}; expected a checkpoint of this method")
+        super().on_load_checkpoint(checkpoint)
         self.pool.load_state_dict((checkpoint.get("syn2real_image_pools") or {}).get("global", {}), self.device)
-        self.eval_history = list(checkpoint.get("syn2real_eval_history") or [])
 
     def run_summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"eval_history": list(self.eval_history)} if self.eval_history else {}
+        out = super().run_summary()
         if self.bn_recalibration:
             out["bn_recalibrated_batches"] = self.bn_recalibrated_batches
         return out
@@ -231,23 +215,22 @@ class EnlightenGAN(L.LightningModule):
         discriminators = (self.discriminator_global, self.discriminator_local)
 
         fake = self.generator(x_low)
-        for d in discriminators:
-            d.requires_grad_(False)
-        gen = self.generator_losses(x_low, fake, x_normal)
-        guard_losses(self, {f"generator_{k}": v for k, v in gen.items()})
-        backward_step(self, gen["loss"], opt_g)  # each update averages its own network's gradients over DDP ranks
-        for d in discriminators:
-            d.requires_grad_(True)
+        # each update averages its own network's gradients over DDP ranks
+        with optimizer_update(self, opt_g, freeze=discriminators, log=False) as update:
+            gen = self.generator_losses(x_low, fake, x_normal)
+            update.backward(gen["loss"], {f"generator_{k}": v for k, v in gen.items()})
 
-        pooled = self.pool.query(fake)
-        loss_dg = relativistic_lsgan_discriminator_loss(self.discriminator_global(x_normal), self.discriminator_global(pooled))
-        guard_losses(self, {"discriminator_global": loss_dg})
-        backward_step(self, loss_dg, opt_dg)
+        with optimizer_update(self, opt_dg, log=False) as update:
+            pooled = self.pool.query(fake)
+            loss_dg = relativistic_lsgan_discriminator_loss(
+                self.discriminator_global(x_normal), self.discriminator_global(pooled))
+            update.backward(loss_dg, {"discriminator_global": loss_dg})
 
-        (real_patches,) = self.patches(x_normal)
-        loss_dl = lsgan_discriminator_loss(self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
-        guard_losses(self, {"discriminator_local": loss_dl})
-        backward_step(self, loss_dl, opt_dl)
+        with optimizer_update(self, opt_dl, log=False) as update:
+            (real_patches,) = self.patches(x_normal)
+            loss_dl = lsgan_discriminator_loss(
+                self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
+            update.backward(loss_dl, {"discriminator_local": loss_dl})
         step_schedulers(self)
 
         if self.bn_recalibration and self._is_final_batch():
@@ -328,7 +311,7 @@ class EnlightenGAN(L.LightningModule):
 
         return enhance_tiled(self.generator, x, self.eval_tile, self.eval_overlap)
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def eval_step(self, batch: Any, dataloader_idx: int = 0) -> None:
         x_low, ref = batch
         out = self.enhance(x_low)
         to_unit = lambda t: ((t.float() + 1.0) * 0.5).clamp(0.0, 1.0)  # noqa: E731
@@ -344,7 +327,7 @@ class EnlightenGAN(L.LightningModule):
             self.eval_metrics["brightness_input"].update((lo * luma).sum(1).mean())
             self.eval_metrics["brightness_reference"].update((r * luma).sum(1).mean())
 
-    def _eval_epoch_end(self) -> None:
+    def eval_epoch_end(self) -> None:
         if not self.eval_metrics["psnr"].update_count:
             return
         values = {f"target/{k}": m.compute() for k, m in self.eval_metrics.items()}
@@ -353,49 +336,19 @@ class EnlightenGAN(L.LightningModule):
         main = {"target/psnr", "target/ssim"}
         self.log_dict({k: v for k, v in values.items() if k in main}, prog_bar=True)
         self.log_dict({k: v for k, v in values.items() if k not in main})
-        if not self.trainer.sanity_checking:
-            self.last_eval_step = self.trainer.global_step
-            from lightning.pytorch.utilities import rank_zero_info
-
-            rank_zero_info(
-                f"epoch {trained_epoch(self.trainer)} step {self.global_step}: PSNR {float(values['target/psnr']):.2f} dB "
-                f"(input {float(values['target/psnr_input']):.2f}), SSIM {float(values['target/ssim']):.4f}, "
-                f"brightness {float(values['target/brightness']):.3f} (input {float(values['target/brightness_input']):.3f}, "
-                f"reference {float(values['target/brightness_reference']):.3f})"
-            )
-            if self.trainer.state.fn == "fit":
-                self.eval_history.append(
-                    {"epoch": self.current_epoch, "global_step": self.global_step, **{k: float(v) for k, v in values.items()}}
-                )
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end()
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end()
+        v = {k: float(x) for k, x in values.items()}
+        self.record_evaluation(v, (
+            f"PSNR {v['target/psnr']:.2f} dB (input {v['target/psnr_input']:.2f}), SSIM {v['target/ssim']:.4f}, "
+            f"brightness {v['target/brightness']:.3f} (input {v['target/brightness_input']:.3f}, "
+            f"reference {v['target/brightness_reference']:.3f})"
+        ))
 
     # -- optimisation -----------------------------------------------------------------------------
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        clip_manual_gradients(self, optimizer, self.grad_clip)
-
-    def _build(self, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
-        cfg = self.optim_cfg
-        opt = build_optimizer([{"params": params, "lr": cfg.lr}], cfg)
-        if cfg.scheduler == "none" and cfg.warmup_steps == 0:
-            return opt, None
-        # one scheduler step per training batch (each batch steps all three optimisers once)
-        return opt, LambdaLR(opt, lr_lambda(cfg, int(self.trainer.estimated_stepping_batches)))
-
     def configure_optimizers(self) -> Any:
-        built = [
-            self._build(list(self.generator.parameters())),
-            self._build(list(self.discriminator_global.parameters())),
-            self._build(list(self.discriminator_local.parameters())),
+        # one schedule step per training batch (each batch steps all three optimisers once)
+        optimisers = [
+            self.build_optimizer([{"params": list(net.parameters()), "lr": self.optim_cfg.lr}])
+            for net in (self.generator, self.discriminator_global, self.discriminator_local)
         ]
-        return [o for o, _ in built], [s for _, s in built if s is not None]
+        schedulers = [self.build_scheduler(opt) for opt in optimisers]
+        return optimisers, [s for s in schedulers if s is not None]

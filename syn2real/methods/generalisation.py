@@ -13,8 +13,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from syn2real.adversarial.base import Augmentation
-from syn2real.methods.base import DAMethod, OptimConfig
+from syn2real.methods.base import DAMethod
+from syn2real.methods.optim import OptimConfig
 from syn2real.models.heads import NetworkConfig
+from syn2real.tasks import Classification, Task
 
 __all__ = ["GeneralisationMethod", "asg_network", "asg_optim"]
 
@@ -35,19 +37,25 @@ def asg_optim() -> OptimConfig:
 
 class GeneralisationMethod(DAMethod):
     """DAMethod + frozen BatchNorm statistics during training (``freeze_bn``) + flip-averaged evaluation
-    (``flip_eval``); subclasses keep their frozen ImageNet networks in :attr:`frozen_modules`."""
+    (``flip_eval``); subclasses keep their frozen ImageNet networks in :attr:`frozen_modules`. Classification only
+    (the ImageNet guidance works on image-level predictions); the default network is ASG's VisDA ResNet-101."""
+
+    supported_tasks = (Classification,)
 
     def __init__(
         self,
-        network: NetworkConfig | None = None,
+        task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
         freeze_bn: bool = True,
         flip_eval: bool = True,
     ) -> None:
-        super().__init__(network=network or asg_network(), optim=optim or asg_optim(), augment=augment)
+        super().__init__(task=task, optim=optim or asg_optim(), augment=augment)
         self.freeze_bn = bool(freeze_bn)
         self.flip_eval = bool(flip_eval)
+
+    def default_network(self, task: Task) -> NetworkConfig:
+        return asg_network()
 
     def frozen_modules(self) -> list[nn.Module]:
         """Networks that always stay in eval mode (the frozen ImageNet model / key encoder)."""

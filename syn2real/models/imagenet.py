@@ -23,7 +23,7 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def build_frozen_imagenet_model(cfg: NetworkConfig, student_backbone: nn.Module, imagenet_classes: int = 1000,
-                                where: str = "model.init_args.network") -> nn.Module:
+                                where: str = "model.init_args.task.init_args.network") -> nn.Module:
     """A frozen copy of the ImageNet model the student starts from, *with* its ImageNet classifier.
 
     Built from ``cfg.weights`` (a local file or ``package:...``); its feature extractor is then set to the

@@ -146,11 +146,11 @@ def build_segmenter(cfg: SegNetworkConfig) -> SegmentationNet:
     """The segmentation network of ``cfg``: timm backbone with ``features_only`` at ``output_stride``, the last two
     stages as features (the previous one feeds the multi-level classifier)."""
     if cfg.head not in ("deeplabv2", "fcn"):
-        raise ValueError(f"model.network.head must be 'deeplabv2' or 'fcn', got {cfg.head!r}")
+        raise ValueError(f"model.task.network.head must be 'deeplabv2' or 'fcn', got {cfg.head!r}")
     if cfg.output_stride not in (8, 16, 32):
-        raise ValueError(f"model.network.output_stride must be 8, 16 or 32, got {cfg.output_stride}")
+        raise ValueError(f"model.task.network.output_stride must be 8, 16 or 32, got {cfg.output_stride}")
     if cfg.num_classes < 2:
-        raise ValueError(f"model.network.num_classes must be >= 2, got {cfg.num_classes}")
+        raise ValueError(f"model.task.network.num_classes must be >= 2, got {cfg.num_classes}")
     kwargs = dict(cfg.backbone_kwargs)
     kwargs.setdefault("out_indices", (-2, -1))
     try:

@@ -20,6 +20,7 @@ from syn2real.adversarial import (
 )
 from syn2real.adversarial.advprop import expand_to_dual_bn
 from syn2real.methods import SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig, build_classifier
 
 NET = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)
@@ -154,7 +155,7 @@ def test_auxiliary_loss_is_ce_of_the_attack_on_the_aux_path() -> None:
 
 def test_method_with_advprop_adds_the_term_one_to_one() -> None:
     torch.manual_seed(0)
-    method = SourceOnly(network=NET, augment=AdvProp(epsilon=1 / 255))
+    method = SourceOnly(task=Classification(network=NET), augment=AdvProp(epsilon=1 / 255))
     assert any(isinstance(m, DualBatchNorm) for m in method.model.modules())
     assert any(p is method.model.backbone.features[0][1].aux.weight for p in method.model.parameters())
     x, y = digits()
@@ -169,7 +170,7 @@ def test_method_with_advprop_adds_the_term_one_to_one() -> None:
 def test_model_without_batchnorm_is_refused() -> None:
     net = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1, backbone_kwargs={"batch_norm": False})
     with pytest.raises(ValueError, match="no BatchNorm"):
-        SourceOnly(network=net, augment=AdvProp())
+        SourceOnly(task=Classification(network=net), augment=AdvProp())
 
 
 @pytest.mark.slow
@@ -177,7 +178,7 @@ def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
     from conftest import REPO
     from test_cli import SMALL, run_cli
 
-    from syn2real.methods.base import load_model_weights
+    from syn2real.models.checkpoint import load_model_weights
 
     config = str(REPO / "configs" / "digits" / "robust" / "advprop.yaml")
     run = tmp_path / "advprop"
@@ -188,7 +189,7 @@ def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     deployed = build_classifier(NetworkConfig(**payload["network"]))
     deployed.load_state_dict(payload["state_dict"])  # plain architecture, strict
-    method = SourceOnly(network=NetworkConfig(**payload["network"]), augment=AdvProp())
+    method = SourceOnly(task=Classification(network=NetworkConfig(**payload["network"])), augment=AdvProp())
     load_model_weights(method.model, str(ckpt))
     x, _ = digits()
     assert torch.allclose(deployed.eval()(x), method.model.eval()(x), atol=1e-6)
@@ -208,10 +209,10 @@ def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
 
 
 def test_advprop_checkpoint_loads_into_a_plain_network_with_its_main_bns(tmp_path) -> None:
-    from syn2real.methods.base import load_model_weights
+    from syn2real.models.checkpoint import load_model_weights
 
     torch.manual_seed(0)
-    method = SourceOnly(network=NET, augment=AdvProp())
+    method = SourceOnly(task=Classification(network=NET), augment=AdvProp())
     for m in method.model.modules():
         if isinstance(m, DualBatchNorm):
             nn.init.constant_(m.aux.weight, 5.0)

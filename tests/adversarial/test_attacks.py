@@ -9,6 +9,7 @@ from torch import nn
 
 from syn2real.adversarial import FGSM, PGD, FastFGSM
 from syn2real.methods import SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -94,7 +95,7 @@ def test_errors_and_method_plug_in() -> None:
         PGD(norm="l1")
     with pytest.raises(ValueError, match="3 channels"):
         PGD(mean=(0.5, 0.5), std=(0.5, 0.5))(bn_model(3), *batch(3))
-    method = SourceOnly(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1),
+    method = SourceOnly(task=Classification(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)),
                         augment=PGD(epsilon=0.3, step_size=0.1, steps=2))
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     y = torch.randint(0, 10, (4,))

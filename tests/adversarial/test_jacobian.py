@@ -9,6 +9,7 @@ from torch import nn
 from syn2real.adversarial import JacobianReg
 from syn2real.losses.jacobian import jacobian_frobenius_sq, jacobian_regularizer
 from syn2real.methods import SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 
@@ -62,7 +63,7 @@ def test_plug_in_term_on_a_conv_net_and_a_method_step() -> None:
     torch.manual_seed(0)
     net = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)
     reg = JacobianReg(weight=0.1, n_proj=1, std=(0.5,))
-    method = SourceOnly(network=net, augment=reg)
+    method = SourceOnly(task=Classification(network=net), augment=reg)
     x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (4,))
     assert reg(method.model, x, y)[0] is x
     term = reg.auxiliary_losses(method.model, x, y)["jacobian"]

@@ -11,6 +11,7 @@ import torch
 
 from syn2real.callbacks.layerwise_lr import LayerwiseLR, backbone_stage_names
 from syn2real.methods import ASG, CSG, SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 warnings.filterwarnings("ignore", message=".*frozen ImageNet model has a random classifier.*")
@@ -25,7 +26,7 @@ def _ids(params) -> list[int]:
 def test_groups_cover_every_trainable_parameter_exactly_once(method_cls, backbone: str) -> None:
     chans = 1 if backbone == "digits_cnn" else 3
     kwargs = {"queue_size": 8} if method_cls is CSG else {}
-    method = method_cls(network=NetworkConfig(backbone=backbone, num_classes=4, in_chans=chans, bottleneck_dim=8),
+    method = method_cls(task=Classification(NetworkConfig(backbone=backbone, num_classes=4, in_chans=chans, bottleneck_dim=8)),
                         **kwargs)
     cb = LayerwiseLR()
     groups = cb.split_param_groups(method, method.param_groups())
@@ -105,7 +106,7 @@ def test_discounted_returns_and_loss_decrease_reward() -> None:
 
 
 def test_multipliers_scale_the_scheduled_lr_without_compounding() -> None:
-    method = SourceOnly(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1))
+    method = SourceOnly(task=Classification(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)))
     cb = LayerwiseLR()
     groups = cb.split_param_groups(method, method.param_groups())
     opt = torch.optim.SGD(groups, lr=0.01)
@@ -128,7 +129,7 @@ def test_multipliers_scale_the_scheduled_lr_without_compounding() -> None:
 
 
 def test_policy_state_survives_a_checkpoint_round_trip() -> None:
-    method = SourceOnly(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1))
+    method = SourceOnly(task=Classification(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)))
     cb = LayerwiseLR(rollout=2, seed=3)
     cb.split_param_groups(method, method.param_groups())
     for r in (0.1, 0.2, 0.3):

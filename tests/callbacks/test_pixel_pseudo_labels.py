@@ -104,7 +104,7 @@ class _Module(nn.Module):
         torch.manual_seed(0)
         self.model = nn.Conv2d(3, num_classes, 3, padding=1)
         self.network_cfg = SimpleNamespace(num_classes=num_classes)
-        self.inference = None
+        self.task = SimpleNamespace(inference=None)
         self.logged: list[dict] = []
 
     @property

@@ -11,6 +11,7 @@ from conftest import REPO, tiny_digits_args
 
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.methods import ADDA, SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 NET = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)
@@ -38,7 +39,7 @@ class RecordingSourceOnly(SourceOnly):
 
 
 def test_channels_last_converts_weights_and_batches() -> None:
-    method = RecordingSourceOnly(network=NET)
+    method = RecordingSourceOnly(task=Classification(NET))
     params = {id(p) for p in method.model.parameters()}
     trainer = _trainer(callbacks=[SpeedOptions(channels_last=True)])
     trainer.fit(method, train_dataloaders=_batches())
@@ -59,7 +60,7 @@ def test_compiled_run_checkpoint_has_plain_keys_and_loads_uncompiled(tmp_path: P
           "--speed.channels_last", "true", "--speed.compile", "true", "--speed.compile_backend", "aot_eager"])
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]
-    fresh = SourceOnly(network=NET)
+    fresh = SourceOnly(task=Classification(network=NET))
     fresh.load_state_dict(state, strict=True)
     x = torch.randn(3, 1, 28, 28)
     assert torch.isfinite(fresh.eval()(x)).all()
@@ -78,7 +79,7 @@ class ClipRecordingADDA(ADDA):
 @pytest.mark.parametrize("grad_clip", [None, 1e-3])
 def test_grad_clip_bounds_manual_gradient_norm(grad_clip: float | None) -> None:
     L.seed_everything(0)
-    method = ClipRecordingADDA(network=NET, gate_accuracy=None, grad_clip=grad_clip)
+    method = ClipRecordingADDA(task=Classification(NET), gate_accuracy=None, grad_clip=grad_clip)
     trainer = _trainer()
     trainer.fit(method, train_dataloaders=_batches(n=1))
     assert len(method.norms) == 2  # discriminator, then encoder
@@ -92,14 +93,14 @@ def test_trainer_clipping_is_refused_for_manual_methods_with_a_pointer() -> None
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     with pytest.raises(MisconfigurationException, match="manual optimization"):
-        _trainer(gradient_clip_val=1.0).fit(ADDA(network=NET), train_dataloaders=_batches(n=1))
+        _trainer(gradient_clip_val=1.0).fit(ADDA(task=Classification(network=NET)), train_dataloaders=_batches(n=1))
 
 
 def test_compile_wraps_the_networks_in_place() -> None:
     from syn2real.methods import CyCADA
     from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 
-    method = CyCADA(network=NET, lambda_semantic=0.0, generator=GeneratorConfig(channels=1, ngf=4, n_blocks=1),
+    method = CyCADA(task=Classification(network=NET), lambda_semantic=0.0, generator=GeneratorConfig(channels=1, ngf=4, n_blocks=1),
                     discriminator=PatchDiscriminatorConfig(ndf=4))
     keys = list(method.state_dict())
     SpeedOptions(compile=True, compile_backend="aot_eager").setup(None, method, "fit")

@@ -45,7 +45,15 @@ def test_gradient_flows_and_is_finite_at_zero_probabilities() -> None:
 
 
 def test_bad_shapes_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match=r"self_information_map: probs must have shape \(B, C, H, W\)"):
-        self_information_map(torch.rand(2, 3))
+    with pytest.raises(ValueError, match=r"self_information_map: probs must have shape \(B, C, H, W\) or \(B, C\)"):
+        self_information_map(torch.rand(2, 3, 4))
     with pytest.raises(ValueError, match="entropy_loss: need at least 2 classes"):
         entropy_loss(torch.ones(1, 1, 2, 2))
+
+
+def test_entropy_loss_of_image_level_probabilities_by_hand() -> None:
+    # (B, C): the mean over images of -sum p log2 p / log2 C
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert torch.isclose(entropy_loss(probs), torch.tensor((0.5 + 0.0) / 2))
+    # the same images as 1x1 maps give the same value
+    assert torch.isclose(entropy_loss(probs.reshape(2, 4, 1, 1)), entropy_loss(probs))

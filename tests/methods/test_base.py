@@ -11,7 +11,9 @@ from conftest import make_class_tree
 from syn2real.adversarial.base import Augmentation
 from syn2real.data.datamodule import DomainPairDataModule, DomainSpec
 from syn2real.methods import OptimConfig, SourceOnly
-from syn2real.methods.base import global_mean_weight, lr_lambda
+from syn2real.tasks import Classification
+from syn2real.core.distributed import global_mean_weight
+from syn2real.methods.optim import lr_lambda
 from syn2real.models.heads import NetworkConfig
 
 
@@ -35,9 +37,9 @@ def test_param_groups_apply_backbone_multiplier() -> None:
 
 
 def test_hparams_are_primitives_for_weights_only_checkpoints() -> None:
-    method = SourceOnly(network=NetworkConfig(num_classes=3), optim=OptimConfig(name="adam"))
+    method = SourceOnly(task=Classification(network=NetworkConfig(num_classes=3)), optim=OptimConfig(name="adam"))
     hp = dict(method.hparams)
-    assert hp["network"]["num_classes"] == 3 and hp["optim"]["name"] == "adam"
+    assert hp["task"]["init_args"]["network"]["num_classes"] == 3 and hp["optim"]["name"] == "adam"
 
     def check(v):
         if isinstance(v, dict):
@@ -72,7 +74,7 @@ def _dm(tmp_path: Path) -> DomainPairDataModule:
 
 def _fit(tmp_path: Path, seed: int, augment: Augmentation | None = None, steps: int = 6) -> SourceOnly:
     L.seed_everything(seed, workers=True)
-    method = SourceOnly(network=NetworkConfig(num_classes=3), optim=OptimConfig(name="adam", lr=1e-3), augment=augment)
+    method = SourceOnly(task=Classification(network=NetworkConfig(num_classes=3)), optim=OptimConfig(name="adam", lr=1e-3), augment=augment)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, deterministic=True, default_root_dir=tmp_path,
@@ -99,7 +101,7 @@ def test_augment_hook_is_applied_to_the_source_batch(tmp_path: Path) -> None:
 
 def test_source_only_learns_and_evaluates_target(tmp_path: Path) -> None:
     L.seed_everything(0, workers=True)
-    method = SourceOnly(network=NetworkConfig(num_classes=3), optim=OptimConfig(name="adam", lr=3e-3))
+    method = SourceOnly(task=Classification(network=NetworkConfig(num_classes=3)), optim=OptimConfig(name="adam", lr=3e-3))
     trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     dm = _dm(tmp_path)

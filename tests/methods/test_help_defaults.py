@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 
 import syn2real.methods as methods
 from syn2real.methods import DANN
-from syn2real.methods.base import describe_default
+from syn2real.methods.module import describe_default
 
 METHODS = [getattr(methods, n) for n in methods.__all__ if inspect.isclass(getattr(methods, n))
            and issubclass(getattr(methods, n), L.LightningModule) and n != "DAMethod"]
@@ -25,8 +25,9 @@ def _help(cls: type) -> str:
 def test_dann_help_shows_the_values_the_constructor_uses() -> None:
     text = _help(DANN)
     model = DANN()
-    for value in (model.optim_cfg, model.network_cfg, model.disc_cfg):
-        assert describe_default(value) in text.replace("( ", "(")
+    compact = text.replace(" ", "")  # help text wraps anywhere, even inside a word
+    for value in (model.optim_cfg, model.task, model.network_cfg, model.disc_cfg):
+        assert describe_default(value).replace(" ", "") in compact
     assert "scheduler='inv'" in text and "weight_decay=0.001" in text
     assert "unset fields: OptimConfig's own defaults" in text
 

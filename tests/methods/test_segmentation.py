@@ -12,8 +12,12 @@ import torch.nn.functional as F
 
 from syn2real.losses.gan import task_cross_entropy
 from syn2real.losses.self_training import mrkld_loss
-from syn2real.methods import OutputSpaceAdaptation, SegCyCADA, SegSelfTraining, SegSourceOnly
-from syn2real.methods.segmentation import colorize
+from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds
+from syn2real.callbacks.pseudo_labels import RoundConfig
+from syn2real.methods import CyCADA, OutputSpaceAdaptation, SelfTraining, SourceOnly
+from syn2real.methods.self_training import cbst_seg_optim
+from syn2real.tasks import Segmentation
+from syn2real.tasks.segmentation import colorize
 from syn2real.metrics.segmentation import InferenceConfig
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 from syn2real.models.segmentation import SegNetworkConfig
@@ -44,7 +48,7 @@ def save_checkpoint(method: torch.nn.Module, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def source_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
-    return save_checkpoint(SegSourceOnly(network=NET), tmp_path_factory.mktemp("seg") / "source.ckpt")
+    return save_checkpoint(SourceOnly(task=Segmentation(network=NET)), tmp_path_factory.mktemp("seg") / "source.ckpt")
 
 
 def _manual(method: L.LightningModule, opts: list[torch.optim.Optimizer]) -> dict:
@@ -60,7 +64,7 @@ def _manual(method: L.LightningModule, opts: list[torch.optim.Optimizer]) -> dic
 
 def _osa(seed: int, **kwargs) -> tuple[OutputSpaceAdaptation, list[torch.optim.Optimizer]]:
     torch.manual_seed(seed)
-    method = OutputSpaceAdaptation(network=kwargs.pop("network", NET), discriminator_channels=DISC, **kwargs)
+    method = OutputSpaceAdaptation(task=Segmentation(network=kwargs.pop("network", NET)), discriminator_channels=DISC, **kwargs)
     opt_seg = method.build_optimizer(method.param_groups())
     cfg = method.disc_optim_cfg
     opt_d = method.build_optimizer([{"params": list(method.discriminators.parameters()), "lr": cfg.lr}], cfg)
@@ -132,14 +136,14 @@ def test_output_space_same_seed_same_numbers() -> None:
 
 def test_output_space_rejects_bad_weights() -> None:
     with pytest.raises(ValueError, match="lambda_adv needs one non-negative weight per output level"):
-        OutputSpaceAdaptation(network=NET_ML, lambda_adv=[0.001], discriminator_channels=DISC)
+        OutputSpaceAdaptation(task=Segmentation(network=NET_ML), lambda_adv=[0.001], discriminator_channels=DISC)
     with pytest.raises(ValueError, match="discriminator_input"):
-        OutputSpaceAdaptation(network=NET, discriminator_input="features", discriminator_channels=DISC)  # type: ignore
+        OutputSpaceAdaptation(task=Segmentation(network=NET), discriminator_input="features", discriminator_channels=DISC)  # type: ignore
 
 
 def test_source_only_loss_is_ce_with_aux_level_and_ignore() -> None:
     torch.manual_seed(0)
-    method = SegSourceOnly(network=NET_ML).train()
+    method = SourceOnly(task=Segmentation(network=NET_ML)).train()
     batch = seg_batch()
     out = method.compute_losses(batch)
     x, y = batch["source"]
@@ -152,7 +156,7 @@ def test_source_only_loss_is_ce_with_aux_level_and_ignore() -> None:
 
 
 def test_self_training_uses_pseudo_labels_with_255_ignored(source_ckpt: Path) -> None:
-    method = SegSelfTraining(network=NET, init_checkpoint=str(source_ckpt), variant="mrkld").train()
+    method = SelfTraining(task=Segmentation(network=NET), init_checkpoint=str(source_ckpt), variant="mrkld").train()
     src = torch.load(source_ckpt, weights_only=True)["state_dict"]
     assert torch.equal(method.model.classifier.branches[0].weight, src["model.classifier.branches.0.weight"])
     batch = seg_batch(pseudo=True)
@@ -175,15 +179,22 @@ def test_self_training_uses_pseudo_labels_with_255_ignored(source_ckpt: Path) ->
 
 
 def test_self_training_rejects_lrent_and_has_its_round_callback() -> None:
-    with pytest.raises(ValueError, match="variant must be 'cbst' or 'mrkld'"):
-        SegSelfTraining(network=NET, variant="lrent")  # type: ignore[arg-type]
-    method = SegSelfTraining(network=NET)
+    with pytest.raises(ValueError, match="'lrent' .* is not offered for segmentation"):
+        SelfTraining(task=Segmentation(network=NET), variant="lrent")
+    with pytest.raises(ValueError, match="thresholds from confidence histograms"):
+        SelfTraining(task=Segmentation(network=NET), rounds=RoundConfig(thresholds="exact"))
+    with pytest.raises(ValueError, match="augment_target needs image-level pseudo-labels"):
+        SelfTraining(task=Segmentation(network=NET), augment_target=True)
+    method = SelfTraining(task=Segmentation(network=NET), rounds=RoundConfig(epochs_per_round=3, bins=500))
     assert method.configure_callbacks() == [method.rounds]
+    assert isinstance(method.rounds, PixelPseudoLabelRounds)
+    assert (method.rounds.cfg.epochs_per_round, method.rounds.cfg.bins) == (3, 500)
+    assert method.optim_cfg == cbst_seg_optim()  # the CBST code's segmentation optimiser by default
 
 
-def _fit_cycada(ckpt: Path, seed: int) -> tuple[SegCyCADA, dict[str, torch.Tensor]]:
+def _fit_cycada(ckpt: Path, seed: int) -> tuple[CyCADA, dict[str, torch.Tensor]]:
     L.seed_everything(seed)
-    method = SegCyCADA(network=NET, teacher_checkpoint=str(ckpt), pool_size=2, **IMAGENET,
+    method = CyCADA(task=Segmentation(network=NET), teacher_checkpoint=str(ckpt), pool_size=2, **IMAGENET,
                        generator=GeneratorConfig(channels=3, ngf=8, n_blocks=2),
                        discriminator=PatchDiscriminatorConfig(ndf=8))
     start = {k: v.clone() for k, v in method.state_dict().items()}
@@ -210,9 +221,9 @@ def test_seg_cycada_moves_generators_discriminators_task_model_not_teacher(sourc
 
 def test_inference_settings_and_colorize() -> None:
     torch.manual_seed(0)
-    method = SegSourceOnly(network=NET, inference=InferenceConfig(mode="slide", window=[16, 16], stride=[12, 12]))
+    method = SourceOnly(task=Segmentation(network=NET, inference=InferenceConfig(mode="slide", window=[16, 16], stride=[12, 12])))
     method.eval()
-    probs = method.segment(torch.randn(1, 3, 32, 40), out_size=(64, 80))
+    probs = method.task.segment(method.model, torch.randn(1, 3, 32, 40), out_size=(64, 80))
     assert probs.shape == (1, C, 64, 80)
     rgb = colorize(torch.tensor([[[0, 3, 255]]]), C)
     assert rgb.shape == (1, 3, 1, 3) and torch.all(rgb[0, :, 0, 2] == 1) and rgb.max() <= 1.0  # 255 shown white
@@ -221,13 +232,13 @@ def test_inference_settings_and_colorize() -> None:
 def test_multi_level_run_starts_from_a_single_level_checkpoint(tmp_path) -> None:
     """AdaptSegNet multi-level from a single-level source-only checkpoint: the main weights load, the auxiliary
     classifier keeps its initialisation; any other missing weight is still an error."""
-    single = SegSourceOnly(network=SegNetworkConfig(backbone="resnet18", num_classes=3, aspp_rates=[1, 2]))
+    single = SourceOnly(task=Segmentation(network=SegNetworkConfig(backbone="resnet18", num_classes=3, aspp_rates=[1, 2])))
     path = tmp_path / "single.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in single.model.state_dict().items()}}, path)
     multi_cfg = SegNetworkConfig(backbone="resnet18", num_classes=3, aspp_rates=[1, 2], multi_level=True)
-    method = OutputSpaceAdaptation(network=multi_cfg, init_checkpoint=str(path))
+    method = OutputSpaceAdaptation(task=Segmentation(network=multi_cfg), init_checkpoint=str(path))
     assert torch.equal(method.model.classifier.branches[0].weight, single.model.classifier.branches[0].weight)
     broken = {k: v for k, v in torch.load(path, weights_only=True)["state_dict"].items() if "classifier" not in k}
     torch.save({"state_dict": broken}, path)
     with pytest.raises(ValueError, match="does not fit"):
-        OutputSpaceAdaptation(network=multi_cfg, init_checkpoint=str(path))
+        OutputSpaceAdaptation(task=Segmentation(network=multi_cfg), init_checkpoint=str(path))

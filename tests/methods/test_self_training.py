@@ -22,6 +22,7 @@ from syn2real.losses.self_training import (
     pseudo_labels,
 )
 from syn2real.methods import SelfTraining, SourceOnly
+from syn2real.tasks import Classification
 from syn2real.models.heads import NetworkConfig
 
 NET = NetworkConfig(backbone="digits_cnn", num_classes=10, in_chans=1, backbone_kwargs={"batch_norm": False})
@@ -51,7 +52,7 @@ def fake_trainer(tmp_path: Path, dataset: Dataset, epoch: int = 0) -> SimpleName
 
 def module() -> SelfTraining:
     torch.manual_seed(0)
-    m = SelfTraining(network=NET, rounds=RoundConfig(epochs_per_round=2))
+    m = SelfTraining(task=Classification(network=NET), rounds=RoundConfig(epochs_per_round=2))
     m.log_dict = lambda *a, **k: None  # type: ignore[method-assign]
     return m
 
@@ -126,7 +127,7 @@ def _batch(n: int = 6) -> dict:
 @pytest.mark.parametrize("variant", ["cbst", "mrkld", "lrent"])
 def test_losses_use_only_pseudo_labelled_targets(variant: str) -> None:
     torch.manual_seed(0)
-    m = SelfTraining(network=NET, variant=variant, mrkld_weight=0.1, source_weight=0.5)
+    m = SelfTraining(task=Classification(network=NET), variant=variant, mrkld_weight=0.1, source_weight=0.5)
     labels = torch.tensor([3, -1, 5, -1, -1, 0])
     m.rounds.labels = labels
     probs = torch.softmax(torch.randn(6, 10), 1)
@@ -149,7 +150,7 @@ def test_losses_use_only_pseudo_labelled_targets(variant: str) -> None:
 
 
 def test_no_kept_target_gives_source_loss_only_and_no_nan() -> None:
-    m = SelfTraining(network=NET)
+    m = SelfTraining(task=Classification(network=NET))
     m.rounds.labels = torch.full((6,), -1)
     out = m.compute_losses(_batch())
     assert torch.isfinite(out["loss"]) and out["pseudo_ce"] == 0
@@ -157,14 +158,14 @@ def test_no_kept_target_gives_source_loss_only_and_no_nan() -> None:
 
 def test_starts_from_any_method_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(5)
-    src = SourceOnly(network=NET)
+    src = SourceOnly(task=Classification(network=NET))
     path = tmp_path / "s.ckpt"
     torch.save({"state_dict": src.state_dict()}, path)
-    m = SelfTraining(network=NET, init_checkpoint=str(path))
+    m = SelfTraining(task=Classification(network=NET), init_checkpoint=str(path))
     assert all(torch.equal(a, b) for a, b in zip(m.model.state_dict().values(), src.model.state_dict().values()))
     with pytest.raises(RuntimeError, match="no pseudo-labels"):
-        SelfTraining(network=NET).compute_losses(_batch())
-    m = SelfTraining(network=NET)
+        SelfTraining(task=Classification(network=NET)).compute_losses(_batch())
+    m = SelfTraining(task=Classification(network=NET))
     m.rounds.labels = torch.full((6,), -1)
     no_index = _batch()
     no_index["target"] = no_index["target"][:2]
@@ -175,7 +176,7 @@ def test_starts_from_any_method_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="target_predict"):
         m.rounds.compute_round(trainer, m, 0)
     with pytest.raises(ValueError, match="variant"):
-        SelfTraining(network=NET, variant="tent")  # type: ignore[arg-type]
+        SelfTraining(task=Classification(network=NET), variant="tent")  # type: ignore[arg-type]
 
 
 def test_augment_target_attacks_only_pseudo_labelled_samples_with_their_pseudo_labels() -> None:
@@ -190,7 +191,7 @@ def test_augment_target_attacks_only_pseudo_labelled_samples_with_their_pseudo_l
             return x + 1.0, y
 
     aug = Record()
-    m = SelfTraining(network=NET, augment=aug, augment_target=True, source_weight=0.0)
+    m = SelfTraining(task=Classification(network=NET), augment=aug, augment_target=True, source_weight=0.0)
     labels = torch.tensor([3, -1, 5, -1, -1, 0])
     m.rounds.labels = labels
     b = _batch()
