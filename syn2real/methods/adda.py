@@ -10,6 +10,7 @@ the frozen source classifier.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 import logging
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from syn2real.core.distributed import rank_mean
 from syn2real.methods.base import Batch, DAMethod
 from syn2real.methods.module import null_defaults
 from syn2real.methods.optim import OptimConfig
-from syn2real.methods.update import optimizer_update, step_schedulers
+from syn2real.methods.update import optimizer_update
 from syn2real.models.discriminators import DiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 from syn2real.tasks import Classification, Task
@@ -119,8 +120,8 @@ class ADDA(DAMethod):
     def _encode(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net.forward_features(x) if self.align == "features" else net(x)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        opt_enc, opt_d = self.optimizers()
+    def update_step(self, batch: Batch, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        opt_enc, opt_d = optimizers
         x_s, _ = self.source_batch(batch)
         x_s = self.translate_source(x_s)
         x_t = batch["target"][0]
@@ -141,19 +142,13 @@ class ADDA(DAMethod):
         with optimizer_update(self, opt_enc, freeze=[self.discriminator], enabled=gate_open, log=False) as update:
             loss_g = adda_target_loss(self.discriminator(z_t))
             update.backward(loss_g, {"target_gan_loss": loss_g})
-        step_schedulers(self)
-
-        bs = x_s.shape[0]
-        self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=bs)
-        self.log_dict(
-            {
-                "train/discriminator_loss": loss_d.detach(),
-                "train/target_gan_loss": loss_g.detach(),
-                "train/domain_acc": acc,
-                "train/encoder_updated": torch.tensor(float(gate_open)),
-            },
-            batch_size=bs,
-        )
+        return {
+            "loss": loss_g.detach(),
+            "discriminator_loss": loss_d.detach(),
+            "target_gan_loss": loss_g.detach(),
+            "domain_acc": acc,
+            "encoder_updated": torch.tensor(float(gate_open)),
+        }
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [g for g in super().param_groups() if g["params"]]

@@ -151,8 +151,11 @@ class DAMethod(Syn2RealModule):
         """Named loss terms of one training step; the total to minimise under ``"loss"``."""
         raise NotImplementedError
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         self._augment_losses = {}
+        if not self.automatic_optimization:  # several optimisers: update_step, one optimizer_update per optimiser
+            self.manual_training_step(batch, batch["source"][0].shape[0])
+            return None
         losses = self.compute_losses(batch)
         if "loss" not in losses:
             raise KeyError(f"{type(self).__name__}.compute_losses must return a 'loss' entry, got {list(losses)}")

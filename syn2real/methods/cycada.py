@@ -50,7 +50,7 @@ from syn2real.losses.gan import (
 from syn2real.methods.base import Batch, DAMethod
 from syn2real.methods.module import null_defaults
 from syn2real.methods.optim import OptimConfig
-from syn2real.methods.update import optimizer_update, step_schedulers
+from syn2real.methods.update import optimizer_update
 from syn2real.models.checkpoint import load_model_weights
 from syn2real.models.gan import (
     GeneratorConfig,
@@ -232,8 +232,8 @@ class CyCADA(DAMethod):
             lsgan_discriminator_loss(self.discriminator_s(images["real_s"]), self.discriminator_s(fake_s))
         )
 
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        opt_g, opt_d, opt_task = self.optimizers()
+    def update_step(self, batch: Batch, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        opt_g, opt_d, opt_task = optimizers
         x_s, y_s = batch["source"]
         x_t = batch["target"][0]
 
@@ -255,17 +255,14 @@ class CyCADA(DAMethod):
             # AdvProp / Jacobian terms on the translated batch are folded in as task_<name>
             update.backward(self.lambda_task * loss_task, {"task_loss": loss_task}, fold_augment=True,
                             augment_prefix="task_")
-        step_schedulers(self)
-
-        bs = x_s.shape[0]
-        self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
-        logged = {f"train/generator_{k}": v.detach() for k, v in gen.items() if k != "loss"}
+        logged = {"loss": gen["loss"].detach()}
+        logged.update({f"generator_{k}": v.detach() for k, v in gen.items() if k != "loss"})
         logged.update({
-            "train/discriminator_loss": loss_d.detach(),
-            "train/task_acc_translated": (logits.argmax(dim=1) == y_task).float().mean(),
+            "discriminator_loss": loss_d.detach(),
+            "task_acc_translated": (logits.argmax(dim=1) == y_task).float().mean(),
         })
-        logged.update({f"train/{k}": v.detach() for k, v in update.terms.items()})
-        self.log_dict(logged, batch_size=bs)
+        logged.update({k: v.detach() for k, v in update.terms.items()})
+        return logged
 
     def training_media(self, batch: Batch, max_images: int | None = None) -> dict[str, torch.Tensor]:
         """Images in [0, 1] for W&B, (3, N, C, H, W) each: rows source / translated / reconstructed, and

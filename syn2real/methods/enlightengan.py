@@ -18,7 +18,7 @@ against the clean references (``target/psnr``, ``target/ssim``), the same for th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from syn2real.losses.gan import (
 from syn2real.losses.perceptual import self_feature_preserving_loss
 from syn2real.methods.module import Syn2RealModule, null_defaults
 from syn2real.methods.optim import OptimConfig
-from syn2real.methods.update import optimizer_update, step_schedulers
+from syn2real.methods.update import optimizer_update
 from syn2real.models.enlighten import (
     LUMA,
     EnlightenDiscriminatorConfig,
@@ -210,7 +210,12 @@ class EnlightenGAN(Syn2RealModule):
         return losses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        opt_g, opt_dg, opt_dl = self.optimizers()
+        self.manual_training_step(batch, batch["low"][0].shape[0])
+        if self.bn_recalibration and self._is_final_batch():
+            self.recalibrate_batchnorm()
+
+    def update_step(self, batch: dict[str, Any], optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        opt_g, opt_dg, opt_dl = optimizers
         x_low, x_normal = batch["low"][0], batch["normal"][0]
         discriminators = (self.discriminator_global, self.discriminator_local)
 
@@ -231,16 +236,10 @@ class EnlightenGAN(Syn2RealModule):
             loss_dl = lsgan_discriminator_loss(
                 self.discriminator_local(real_patches), self.discriminator_local(self._fake_patches))
             update.backward(loss_dl, {"discriminator_local": loss_dl})
-        step_schedulers(self)
-
-        if self.bn_recalibration and self._is_final_batch():
-            self.recalibrate_batchnorm()
-
-        bs = x_low.shape[0]
-        self.log("train/loss", gen["loss"].detach(), prog_bar=True, batch_size=bs)
-        logged = {f"train/generator_{k}": v.detach() for k, v in gen.items() if k != "loss"}
-        logged.update({"train/discriminator_global": loss_dg.detach(), "train/discriminator_local": loss_dl.detach()})
-        self.log_dict(logged, batch_size=bs)
+        logged = {"loss": gen["loss"].detach()}
+        logged.update({f"generator_{k}": v.detach() for k, v in gen.items() if k != "loss"})
+        logged.update({"discriminator_global": loss_dg.detach(), "discriminator_local": loss_dl.detach()})
+        return logged
 
     def _is_final_batch(self) -> bool:
         """Whether the batch just stepped is the last of the fit (``max_steps`` reached or last batch of the last

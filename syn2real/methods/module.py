@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from syn2real.methods.optim import OptimConfig, build_optimizer, build_schedule
+from syn2real.methods.update import step_schedulers
 
 __all__ = [
     "Syn2RealModule", "clip_manual_gradients", "describe_default", "null_defaults", "plain_hparams", "trained_epoch",
@@ -185,3 +186,20 @@ class Syn2RealModule(L.LightningModule):
         if cfg.scheduler == "none" and cfg.warmup_steps == 0:
             return None
         return build_schedule(optimizer, cfg, int(self.trainer.estimated_stepping_batches))
+
+    # -- manual optimisation (several optimisers) --------------------------------------------------
+    def update_step(self, batch: Any, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One training batch of a manually optimised method: one
+        :func:`~syn2real.methods.update.optimizer_update` per optimiser (given as arguments, so a test drives it
+        with plain torch optimisers). Returns the values to log as ``train/<name>`` (``loss`` in the progress
+        bar)."""
+        raise NotImplementedError
+
+    def manual_training_step(self, batch: Any, batch_size: int) -> dict[str, torch.Tensor]:
+        """:meth:`update_step` with this module's optimisers, then one step of every schedule and the logs."""
+        optimizers = self.optimizers()
+        logged = self.update_step(batch, optimizers if isinstance(optimizers, list) else [optimizers])
+        step_schedulers(self)
+        self.log("train/loss", logged["loss"], prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v for k, v in logged.items() if k != "loss"}, batch_size=batch_size)
+        return logged

@@ -10,6 +10,7 @@ maps. Source-only, MinEnt, self-training and CyCADA serve segmentation through t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -21,7 +22,7 @@ from syn2real.losses.output_space import entropy_loss, self_information_map
 from syn2real.methods.base import Batch, DAMethod
 from syn2real.methods.module import null_defaults
 from syn2real.methods.optim import OptimConfig, build_optimizer, deeplab_optim
-from syn2real.methods.update import optimizer_update, step_schedulers
+from syn2real.methods.update import optimizer_update
 from syn2real.models.discriminators import ConvDiscriminator
 from syn2real.models.segmentation import SegNetworkConfig
 from syn2real.tasks import Segmentation, Task
@@ -111,8 +112,8 @@ class OutputSpaceAdaptation(DAMethod):
         probs = logits.float().softmax(dim=1)
         return self_information_map(probs) if self.discriminator_input == "entropy" else probs
 
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        opt_seg, opt_d = self.optimizers()
+    def update_step(self, batch: Batch, optimizers: Sequence[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        opt_seg, opt_d = optimizers
         x_s, y_s = self.source_batch(batch)
         x_s = self.translate_source(x_s)
         x_t = batch["target"][0]
@@ -139,18 +140,15 @@ class OutputSpaceAdaptation(DAMethod):
                 loss_d = loss_d + domain_adversarial_loss(d_s, d_t)
                 acc_d.append(domain_accuracy(d_s, d_t))
             update.backward(loss_d, {"discriminator_loss": loss_d})
-        step_schedulers(self)
-
-        bs = x_s.shape[0]
-        self.log("train/loss", (loss_seg + loss_adv).detach(), prog_bar=True, batch_size=bs)
-        self.log_dict({
-            "train/source_ce": loss_seg.detach(),
-            "train/adversarial": torch.as_tensor(loss_adv).detach(),
-            "train/target_entropy": loss_ent.detach(),
-            "train/discriminator_loss": loss_d.detach(),
-            "train/discriminator_acc": acc_d[0],
-            "train/source_pixel_acc": self.task.accuracy(levels_s[0].detach(), y_s),
-        }, batch_size=bs)
+        return {
+            "loss": (loss_seg + loss_adv).detach(),
+            "source_ce": loss_seg.detach(),
+            "adversarial": torch.as_tensor(loss_adv).detach(),
+            "target_entropy": loss_ent.detach(),
+            "discriminator_loss": loss_d.detach(),
+            "discriminator_acc": acc_d[0],
+            "source_pixel_acc": self.task.accuracy(levels_s[0].detach(), y_s),
+        }
 
     def configure_optimizers(self) -> Any:
         opt_seg = self.build_optimizer(self.param_groups())

@@ -51,17 +51,6 @@ def source_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(SourceOnly(task=Segmentation(network=NET)), tmp_path_factory.mktemp("seg") / "source.ckpt")
 
 
-def _manual(method: L.LightningModule, opts: list[torch.optim.Optimizer]) -> dict:
-    """Run a manual-optimisation method's training step outside a Trainer; returns what it logged."""
-    logged: dict = {}
-    method.optimizers = lambda: opts  # type: ignore[method-assign]
-    method.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
-    method.lr_schedulers = lambda: None  # type: ignore[method-assign]
-    method.log = lambda name, value, **k: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
-    method.log_dict = lambda values, **k: logged.update({n: float(v) for n, v in values.items()})  # type: ignore
-    return logged
-
-
 def _osa(seed: int, **kwargs) -> tuple[OutputSpaceAdaptation, list[torch.optim.Optimizer]]:
     torch.manual_seed(seed)
     method = OutputSpaceAdaptation(task=Segmentation(network=kwargs.pop("network", NET)), discriminator_channels=DISC, **kwargs)
@@ -83,7 +72,6 @@ def test_output_space_step_moves_segmenter_and_discriminators_not_by_the_adversa
     assert method.lambda_adv == ([0.001, 0.0002] if network.multi_level else [0.001])
     d_ids = {id(p) for p in method.discriminators.parameters()}
     assert not d_ids & {id(p) for g in opt_seg.param_groups for p in g["params"]}
-    logged = _manual(method, [opt_seg, opt_d])
     seen: dict = {}
     seg_step = opt_seg.step
 
@@ -95,7 +83,7 @@ def test_output_space_step_moves_segmenter_and_discriminators_not_by_the_adversa
 
     opt_seg.step = checked_step  # type: ignore[method-assign]
     before = {k: v.clone() for k, v in method.state_dict().items()}
-    method.training_step(seg_batch(), 0)
+    logged = method.update_step(seg_batch(), [opt_seg, opt_d])  # plain torch optimisers, no trainer
     after = method.state_dict()
     assert all(g is None or not bool(g.any()) for g in seen["d_grads"])
     assert seen["head_grad"].abs().sum() > 0
@@ -104,8 +92,8 @@ def test_output_space_step_moves_segmenter_and_discriminators_not_by_the_adversa
         assert _changed(before, after, f"discriminators.{i}.")
     # the discriminators' gradient is their own loss only: it is left in .grad after opt_d.step
     assert all(p.grad is not None and p.requires_grad for p in method.discriminators.parameters())
-    assert {"train/loss", "train/adversarial", "train/discriminator_loss", "train/target_entropy"} <= set(logged)
-    assert logged["train/adversarial"] > 0
+    assert {"loss", "adversarial", "discriminator_loss", "target_entropy"} <= set(logged)
+    assert logged["adversarial"] > 0
 
 
 def test_output_space_adversarial_gradient_reaches_the_segmenter() -> None:
@@ -113,11 +101,10 @@ def test_output_space_adversarial_gradient_reaches_the_segmenter() -> None:
     grads = {}
     for lam in (0.0, 1.0):
         method, opts = _osa(0, lambda_adv=[lam])
-        _manual(method, opts)
         grads[lam] = []
         opts[0].step = lambda *a, **k: grads[lam].append(  # type: ignore[method-assign]
             method.model.classifier.branches[0].weight.grad.clone())
-        method.training_step(batch, 0)
+        method.update_step(batch, opts)
     assert not torch.allclose(grads[0.0][0], grads[1.0][0])
 
 
@@ -125,10 +112,8 @@ def test_output_space_same_seed_same_numbers() -> None:
     runs = []
     for _ in range(2):
         method, opts = _osa(7)
-        logged = _manual(method, opts)
-        for i in range(2):
-            method.training_step(seg_batch(seed=i), i)
-        runs.append((logged, method.state_dict()))
+        logged = [method.update_step(seg_batch(seed=i), opts) for i in range(2)]
+        runs.append(({k: float(v) for step in logged for k, v in step.items()}, method.state_dict()))
     (la, sa), (lb, sb) = runs
     assert la == lb
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
