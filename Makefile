@@ -38,8 +38,10 @@ lock: $(BIN)/python
 # Each demo writes into a directory of its own (runs/demo/<time>/), so an earlier demo's records are kept.
 DEMO_DIR := runs/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: install
-	$(BIN)/syn2real fit --config configs/digits/source_only.yaml --trainer.default_root_dir $(DEMO_DIR)/source_only
-	$(BIN)/syn2real fit --config configs/digits/cdan.yaml --trainer.default_root_dir $(DEMO_DIR)/cdan
+	$(BIN)/syn2real fit --config configs/digits/base.yaml --config configs/digits/source_only.yaml \
+	  --trainer.default_root_dir $(DEMO_DIR)/source_only
+	$(BIN)/syn2real fit --config configs/digits/base.yaml --config configs/digits/cdan.yaml \
+	  --trainer.default_root_dir $(DEMO_DIR)/cdan
 	$(BIN)/syn2real compare source-only=$(DEMO_DIR)/source_only/metrics.json CDAN+E=$(DEMO_DIR)/cdan/metrics.json
 
 test: install
@@ -66,14 +68,18 @@ RESULT_RUNS = source_only adda cbst_from_source crst_from_source dann cbst_from_
 progress = echo "[results] $(1) seed $$s: starting ($$(ls $(foreach m,$(RESULT_RUNS),$(R)/$(m)/seed*/metrics.json) \
   2>/dev/null | wc -l) of $$(( $(words $(RESULT_RUNS)) * $(words $(SEEDS)) )) runs done, \
   $$(( ($$(date +%s) - $(START)) / 60 )) min)"
+# $(2): a config of configs/digits/ (after configs/digits/base.yaml); fit_seeds_inline: of any folder under it, after
+# that folder's base.yaml
 define fit_seeds
 	@printf '%s\n' $(SEEDS) | xargs -P $(JOBS) -I{} sh -c 's={}; d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && exit 0; \
 	  $(call progress,$(1)); \
-	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d $(3)' || exit 1
+	  $(FIT) --config configs/digits/base.yaml --config configs/digits/$(2).yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d $(3)' || exit 1
 endef
 define fit_seeds_inline
 for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; \
-	  $(FIT) --config configs/digits/$(2).yaml --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done
+	  $(FIT) --config $(dir configs/digits/$(2))base.yaml --config configs/digits/$(2).yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d || exit 1; done
 endef
 CYCADA_STAGE3 = --model.init_args.source_checkpoint $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt \
   --model.init_args.source_translator $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt
@@ -96,7 +102,8 @@ results: install
 	  $(BIN)/syn2real translate --ckpt $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt --no_progress \
 	    --input $${SYN2REAL_CACHE:-$$HOME/.cache/syn2real}/digits/synthetic_n20000_s0 \
 	    --output $(R)/translated_digits/seed$$s || exit 1; \
-	  $(FIT) --config configs/digits/source_only.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	  $(FIT) --config configs/digits/base.yaml --config configs/digits/source_only.yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d \
 	    --data.init_args.source.root $(R)/translated_digits/seed$$s || exit 1; done
 	$(call fit_seeds,cycada_pixel_no_semantic,cycada_pixel.yaml --config configs/digits/ablations/cycada_no_semantic,\
 	  --model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
@@ -117,11 +124,13 @@ robust-results: install
 	for m in $(ROBUST); do $(call fit_seeds_inline,robust/$$m,robust/$$m); done
 	for m in $(ROBUST); do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
 	  [ -f $$d/robustness/robustness.json ] && continue; \
-	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
+	  $(BIN)/syn2real robustness --config configs/digits/robust/base.yaml --config configs/digits/robust/$$m.yaml \
+	    --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
 	    --no_wandb || exit 1; done; done
 	for m in standard pgd; do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
 	  [ -f $$d/robustness_madry/robustness.json ] && continue; \
-	  $(BIN)/syn2real robustness --config configs/digits/robust/$$m.yaml --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
+	  $(BIN)/syn2real robustness --config configs/digits/robust/base.yaml --config configs/digits/robust/$$m.yaml \
+	    --ckpt $$d/checkpoints/last.ckpt --eps 0.3 \
 	    --pgd_step_size 0.01 --corruptions none --max_angle 0 --max_shift 0 --noise --no_wandb \
 	    --output $$d/robustness_madry || exit 1; done; done
 	for m in $(ROBUST); do echo "== $$m"; \
@@ -135,7 +144,8 @@ LOWLIGHT ?= data/lowlight_photos
 enlighten-results: install
 	[ -f $(LOWLIGHT)/manifest.json ] || $(BIN)/python data_prep/lowlight.py --from_packages --output $(LOWLIGHT)
 	for s in $(SEEDS); do d=$(R)/enlightengan/seed$$s; \
-	  [ -f $$d/metrics.json ] || $(FIT) --config configs/enlightengan/lowlight_photos.yaml --seed_everything $$s \
+	  [ -f $$d/metrics.json ] || $(FIT) --config configs/enlightengan/base.yaml \
+	    --config configs/enlightengan/lowlight_photos.yaml --seed_everything $$s \
 	    --data.init_args.root $(LOWLIGHT) --trainer.default_root_dir $$d || exit 1; \
 	  [ -f $$d/enhanced/enhance_eval.json ] || $(BIN)/syn2real enhance --ckpt $$d/checkpoints/last.ckpt --no_progress \
 	    --input $(LOWLIGHT)/test/low --output $$d/enhanced --reference $(LOWLIGHT)/test/reference \
@@ -149,7 +159,8 @@ enlighten-results: install
 GENERALISATION = finetune asg asg_l2o csg
 generalisation-results: install
 	for m in $(GENERALISATION); do for s in $(SEEDS); do d=$(R)/generalisation/$$m/seed$$s; \
-	  [ -f $$d/metrics.json ] && continue; OMP_NUM_THREADS=1 $(FIT) --config configs/digits/generalisation/$$m.yaml \
+	  [ -f $$d/metrics.json ] && continue; OMP_NUM_THREADS=1 $(FIT) --config configs/digits/generalisation/base.yaml \
+	    --config configs/digits/generalisation/$$m.yaml \
 	    --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done; done
 	for m in $(GENERALISATION); do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/generalisation/$$m/seed*/metrics.json || exit 1; done
@@ -160,13 +171,15 @@ generalisation-results: install
 SEG_METHODS = source_continued advent cbst
 seg-results: install
 	for m in source_only oracle; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
-	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/$$m.yaml --seed_everything $$s \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config configs/digits_seg/$$m.yaml --seed_everything $$s \
 	    --trainer.default_root_dir $$d || exit 1; done; done
 	for m in $(SEG_METHODS); do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
-	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/$$m.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config configs/digits_seg/$$m.yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d \
 	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done; done
 	for s in $(SEEDS); do d=$(R)/digits_seg/advent_lambda0.01/seed$$s; [ -f $$d/metrics.json ] && continue; \
-	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/advent.yaml --seed_everything $$s --trainer.default_root_dir $$d \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config configs/digits_seg/advent.yaml --seed_everything $$s \
+	    --trainer.default_root_dir $$d \
 	    --model.init_args.lambda_adv [0.01] \
 	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done
 	for m in source_only $(SEG_METHODS) advent_lambda0.01 oracle; do echo "== $$m"; \

@@ -1,7 +1,8 @@
 """Training throughput under DDP on 2 CPU processes (gloo) vs 1 process, through the real CLI.
 
 Each setting is a fresh ``syn2real fit`` of the same config (default: DANN on the embedded digits,
-``configs/digits/dann.yaml``; data from the cache, no logger, no evaluation during the timed steps):
+``configs/digits/dann.yaml`` after ``configs/digits/base.yaml``; data from the cache, no logger, no evaluation during
+the timed steps):
 
 - ``1 proc × 2 threads``: one process using both cores (what a user runs without DDP);
 - ``1 proc × 1 thread``: the per-process share each DDP rank gets;
@@ -38,6 +39,8 @@ import lightning as L
 import torch
 import yaml
 
+from syn2real.command import base_config
+
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_FILE = "step_clock_rank0.json"
 
@@ -69,9 +72,22 @@ def settings(batch: int) -> list[dict]:
     ]
 
 
+def config_files(config: Path) -> list[Path]:
+    """``config`` after the base.yaml of its folder when it is a method's file (README "Composed configs")."""
+    base = base_config(config)
+    return [config] if base is None else [base, config]
+
+
+def config_batch(file: Path) -> int | None:
+    """``data.init_args.batch_size`` of one config file, if it sets one."""
+    batch = ((yaml.safe_load(file.read_text()) or {}).get("data") or {}).get("init_args", {}).get("batch_size")
+    return None if batch is None else int(batch)
+
+
 def run_setting(s: dict, args: argparse.Namespace, root: Path) -> list[float]:
     """One fresh fit; the timed step durations of rank 0."""
-    cmd = [sys.executable, "-m", "syn2real.cli", "fit", "--config", str(args.config),
+    configs = [a for c in config_files(args.config) for a in ("--config", str(c))]
+    cmd = [sys.executable, "-m", "syn2real.cli", "fit", *configs,
            "--trainer.accelerator", args.accelerator, "--trainer.devices", str(s["devices"]),
            "--trainer.max_steps", str(args.steps + args.warmup), "--trainer.max_epochs", "-1",
            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument("extra", nargs="*", help="more CLI overrides after --, e.g. -- --data.init_args.n_synthetic 2000")
     args = parser.parse_args(argv)
-    batch = args.batch or int(yaml.safe_load(args.config.read_text())["data"]["init_args"]["batch_size"])
+    batch = args.batch or [b for b in map(config_batch, config_files(args.config)) if b is not None][-1]
     todo = settings(batch)
     times: dict[str, list[float]] = {s["name"]: [] for s in todo}
     with tempfile.TemporaryDirectory(prefix="ddp_throughput_") as tmp:

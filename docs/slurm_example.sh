@@ -15,7 +15,7 @@ set -euo pipefail
 export WANDB_MODE=${WANDB_MODE:-offline}
 # one SLURM task per GPU: srun starts nodes x ntasks-per-node processes; Lightning reads their rank from SLURM
 srun syn2real fit \
-    --config configs/visda17/dann.yaml \
+    --config configs/visda17/base.yaml --config configs/visda17/dann.yaml \
     --config configs/trainer/slurm.yaml \
     --trainer.num_nodes "$SLURM_JOB_NUM_NODES" \
     --trainer.devices "$SLURM_NTASKS_PER_NODE" \

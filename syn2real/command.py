@@ -166,6 +166,37 @@ def config_summaries(root: Path, pattern: str = "*") -> dict[str, str]:
     return out
 
 
+BASE_CONFIG = "base.yaml"
+
+
+def base_config(path: Path) -> Path | None:
+    """The ``base.yaml`` a method's config composes onto (the one in its folder, given first to ``--config``);
+    ``None`` for a base itself, a folder without one and an overlay (a file that names no ``model.class_path``:
+    ``trainer/*.yaml``, ``visda17/resnet50.yaml``, ablations), which goes after the method's file."""
+    import yaml
+
+    base = path.parent / BASE_CONFIG
+    if path.name == BASE_CONFIG or not base.is_file():
+        return None
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    model = config.get("model") if isinstance(config, dict) else None
+    return base if isinstance(model, dict) and "class_path" in model else None
+
+
+def config_rows(root: Path, pattern: str = "*") -> dict[str, str]:
+    """``syn2real list configs`` rows: each config's summary, a method's with the base it goes after."""
+    rows = {}
+    for rel, summary in config_summaries(root, pattern).items():
+        path = root / rel
+        base = base_config(path)
+        if path.name == BASE_CONFIG:
+            summary = f"[base of {Path(rel).parent.as_posix()}/: give it first] {summary}"
+        elif base is not None:
+            summary = f"{summary} [after {base.relative_to(root).as_posix()}]"
+        rows[rel] = summary
+    return rows
+
+
 def _print_rows(rows: dict[str, str]) -> None:
     width = max(map(len, rows), default=0) + 2
     for name, summary in rows.items():
@@ -196,7 +227,10 @@ def list_main(argv: Sequence[str] | None = None) -> None:
         if root is None:
             raise SystemExit("syn2real list configs: no configs/ folder next to the package (an installed copy); "
                              "pass --root DIR")
-        _print_rows(config_summaries(root, args.pattern))
+        _print_rows(config_rows(root, args.pattern))
+        print("\na method's config goes after the base.yaml of its folder, overlays (trainer/, ablations/) after it:\n"
+              "  syn2real fit --config configs/digits/base.yaml --config configs/digits/dann.yaml "
+              "[--config configs/trainer/gpu.yaml]")
 
 
 # -- Lightning runs -----------------------------------------------------------------------------------------------

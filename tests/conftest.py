@@ -15,6 +15,18 @@ os.environ.setdefault("WANDB_SILENT", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def config_args(*configs: str | Path) -> list[str]:
+    """``--config`` arguments for configs of ``configs/``: a method's file after the ``base.yaml`` of its folder
+    (README "Composed configs"), overlays and files without a base as given."""
+    from syn2real.command import base_config
+
+    args: list[str] = []
+    for config in configs:
+        base = base_config(Path(config))
+        args += [*(["--config", str(base)] if base is not None else []), "--config", str(config)]
+    return args
+
+
 def tiny_digits_args(max_steps: int) -> list[str]:
     """CLI overrides for a few-second digits fit on the CPU: 200 synthetic digits, batch 16, 2 % of the real digits
     held out, one validation batch, no logger, no progress bar, no sanity check, ``max_steps`` steps."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, config_args
 
 # Shrink the real config: few synthetic digits, few steps, a held-out target split for fast evaluation.
 SMALL = [
@@ -35,7 +35,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, check: boo
     return proc
 
 
-CONFIG = str(REPO / "configs" / "digits" / "source_only.yaml")
+CONFIG = config_args(REPO / "configs" / "digits" / "source_only.yaml")  # --config base.yaml --config source_only.yaml
 
 
 def run_cli_parallel(*commands: list[str], cwd: Path, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
@@ -61,7 +61,7 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     probe = tmp_path / "probe.json"
     env = {"PYTHONPATH": os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)}
     # every 3 steps a last.ckpt, although the monitored source/acc only exists after the first validation (step 6)
-    run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run),
+    run_cli("fit", *CONFIG, *SMALL, "--trainer.default_root_dir", str(run),
             "--checkpoint.every_n_train_steps", "3",
             "--trainer.callbacks+=ckpt_probe.LastCheckpointProbe", "--trainer.callbacks.step=4",
             f"--trainer.callbacks.out={probe}", cwd=tmp_path, env=env)
@@ -86,13 +86,13 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
 
     # a new fit into the same directory would overwrite the run's records: refused
     before = (run / "metrics.json").read_bytes()
-    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.default_root_dir", str(run), cwd=tmp_path, check=False)
+    proc = run_cli("fit", *CONFIG, *SMALL, "--trainer.default_root_dir", str(run), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "already holds a run" in proc.stderr
     assert (run / "metrics.json").read_bytes() == before
 
     # resume with `--ckpt_path last` (resolved in <run>/checkpoints), train further with a lower lr: the command's
     # lr reaches the restored optimiser, the log says what changed, the replaced config is kept
-    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir",
+    proc = run_cli("fit", *CONFIG, *SMALL, "--trainer.max_steps", "18", "--trainer.default_root_dir",
                    str(run), "--checkpoint.every_n_train_steps", "3", "--ckpt_path", "last",
                    "--model.init_args.optim.lr", "0.0001", cwd=tmp_path)
     assert "optim.lr: 0.001 -> 0.0001" in proc.stdout + proc.stderr
@@ -109,10 +109,10 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
     # evaluations of the run (the README's command: the run's own directory) write their own records, twice the
     # same numbers, and leave the training's metrics, config and W&B run id untouched
     records = {name: (run / name).read_bytes() for name in ("metrics.json", "config.yaml", "wandb_run_id")}
-    test_args = ["test", "--config", CONFIG, *SMALL, "--ckpt_path", "last", "--trainer.default_root_dir", str(run)]
+    test_args = ["test", *CONFIG, *SMALL, "--ckpt_path", "last", "--trainer.default_root_dir", str(run)]
     first, _, pred = run_cli_parallel(
         test_args, [*test_args, "--trainer.logger", "false"],
-        ["predict", "--config", CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
+        ["predict", *CONFIG, *SMALL, "--trainer.logger", "false", "--ckpt_path", str(last),
          "--trainer.default_root_dir", str(run), "--eval_name", "pred", "--model.init_args.optim.weight_decay", "0.25"],
         cwd=tmp_path)
     assert records == {name: (run / name).read_bytes() for name in records}
@@ -136,11 +136,11 @@ def test_fit_writes_metrics_checkpoint_wandb_and_resumes(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_unknown_config_key_fails_clearly(tmp_path: Path) -> None:
-    bad = run_cli("fit", "--config", CONFIG, "--model.init_args.task.init_args.network.no_such_key", "3", cwd=tmp_path, check=False)
+    bad = run_cli("fit", *CONFIG, "--model.init_args.task.init_args.network.no_such_key", "3", cwd=tmp_path, check=False)
     assert bad.returncode != 0 and "no_such_key" in bad.stderr
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("model:\n  class_path: syn2real.methods.SourceOnly\n  init_args:\n    optimm: {lr: 0.1}\n")
-    bad = run_cli("fit", "--config", CONFIG, "--config", str(cfg), cwd=tmp_path, check=False)
+    bad = run_cli("fit", *CONFIG, "--config", str(cfg), cwd=tmp_path, check=False)
     assert bad.returncode != 0 and "optimm" in bad.stderr
 
 
@@ -152,7 +152,7 @@ def test_wandb_failure_warns_and_training_continues(tmp_path: Path) -> None:
     (shim / "__init__.py").write_text("raise ImportError('wandb is broken in this environment')\n")
     run = tmp_path / "run"
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), os.environ.get("PYTHONPATH", "")])}
-    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(run),
+    proc = run_cli("fit", *CONFIG, *SMALL, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(run),
                    cwd=tmp_path, env=env)
     assert "W&B logging disabled" in proc.stderr + proc.stdout
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
@@ -161,7 +161,7 @@ def test_wandb_failure_warns_and_training_continues(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "resnet18.pth"
-    proc = run_cli("fit", "--config", CONFIG, *SMALL, "--model.init_args.task.init_args.network.backbone", "resnet18",
+    proc = run_cli("fit", *CONFIG, *SMALL, "--model.init_args.task.init_args.network.backbone", "resnet18",
                    "--model.init_args.task.init_args.network.weights", str(missing), cwd=tmp_path, check=False)
     assert proc.returncode != 0 and str(missing) in proc.stderr
 
@@ -178,7 +178,7 @@ def test_visda_config_runs_on_a_tiny_tree_in_the_official_layout(tmp_path: Path)
         (root / "image_list.txt").write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
     run_cli(
-        "fit", "--config", str(REPO / "configs" / "visda17" / "source_only.yaml"),
+        "fit", *config_args(REPO / "configs" / "visda17" / "source_only.yaml"),
         "--model.init_args.task.init_args.network.backbone", "resnet18",
         "--data.init_args.source.root", str(tmp_path / "visda" / "train"),
         "--data.init_args.target.root", str(tmp_path / "visda" / "validation"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_visda17_tree
+from conftest import REPO, config_args, make_visda17_tree
 from test_cli import run_cli
 
 from syn2real.models.contrastive import NegativeQueue
@@ -49,7 +49,7 @@ def tiny(visda: Path, run: Path) -> list[str]:
 def test_asg_with_learned_layerwise_lrs_end_to_end_and_resume(visda: Path, tmp_path: Path) -> None:
     run = tmp_path / "asg_l2o"
     l2o = ["--trainer.callbacks.init_args.interval", "1", "--trainer.callbacks.init_args.rollout", "2"]
-    run_cli("fit", "--config", str(CONFIGS / "asg_l2o.yaml"), *tiny(visda, run), *l2o, "--trainer.max_steps", "3",
+    run_cli("fit", *config_args(CONFIGS / "asg_l2o.yaml"), *tiny(visda, run), *l2o, "--trainer.max_steps", "3",
             cwd=tmp_path)
     m = json.loads((run / "metrics.json").read_text())
     assert m["global_step"] == 3 and 0.0 <= m["target/acc"] <= 1.0 and 0.0 <= m["target/acc_class_mean"] <= 1.0
@@ -60,7 +60,7 @@ def test_asg_with_learned_layerwise_lrs_end_to_end_and_resume(visda: Path, tmp_p
     assert state["group_names"] == [f"backbone.stage{i}" for i in range(5)] + ["head"]
     assert state["batches_seen"] == 3 and len(state["history"]) == 3
     # resume: the policy continues from the checkpoint (same weights, history goes on)
-    run_cli("fit", "--config", str(CONFIGS / "asg_l2o.yaml"), *tiny(visda, run), *l2o, "--trainer.max_steps", "5",
+    run_cli("fit", *config_args(CONFIGS / "asg_l2o.yaml"), *tiny(visda, run), *l2o, "--trainer.max_steps", "5",
             "--ckpt_path", "last", cwd=tmp_path)
     decisions = json.loads((run / "layerwise_lr.json").read_text())["decisions"]
     assert [d["step"] for d in decisions] == [0, 1, 2, 3, 4]
@@ -78,7 +78,7 @@ def test_csg_queue_under_two_process_ddp_holds_the_keys_of_both_ranks(visda: Pat
     for name, devices, bs in (("single", "1", "8"), ("ddp", "2", "4")):
         runs[name] = tmp_path / name
         extra = ["--trainer.strategy", "ddp"] if devices == "2" else []
-        run_cli("fit", "--config", str(CONFIGS / "csg.yaml"), *tiny(visda, runs[name]), *common, *extra,
+        run_cli("fit", *config_args(CONFIGS / "csg.yaml"), *tiny(visda, runs[name]), *common, *extra,
                 "--trainer.devices", devices, "--data.init_args.batch_size", bs, cwd=tmp_path)
     states = {n: torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
               for n, r in runs.items()}

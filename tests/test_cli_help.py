@@ -71,8 +71,13 @@ def test_list_backbones_from_timm_with_a_filter(capsys: pytest.CaptureFixture[st
 
 def test_list_configs_of_the_repo_and_of_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     list_main(["configs", "digits/*"])
-    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
-    assert rows["digits/dann.yaml"].startswith("DANN")
+    out = capsys.readouterr().out
+    rows = dict(line.split(None, 1) for line in out.split("\n\n")[0].splitlines())
+    assert rows["digits/dann.yaml"].startswith("DANN") and rows["digits/dann.yaml"].endswith("[after digits/base.yaml]")
+    assert rows["digits/robust/pgd.yaml"].endswith("[after digits/robust/base.yaml]")
+    assert rows["digits/base.yaml"].startswith("[base of digits/: give it first]")
+    assert "[after" not in rows["digits/ablations/no_batchnorm.yaml"]  # an overlay: after the method's file
+    assert "--config configs/digits/base.yaml --config configs/digits/dann.yaml" in out
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.yaml").write_text("# what x does\nseed_everything: 0\n")
     (tmp_path / "y.yaml").write_text("trainer: {}\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, config_args
 from test_cli import SMALL, run_cli
 from test_ddp import COMMON
 
@@ -20,7 +20,7 @@ CONFIGS = REPO / "configs" / "digits"
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("source") / "run"
-    run_cli("fit", "--config", str(CONFIGS / "source_only.yaml"), *SMALL, "--trainer.default_root_dir", str(run),
+    run_cli("fit", *config_args(CONFIGS / "source_only.yaml"), *SMALL, "--trainer.default_root_dir", str(run),
             cwd=run.parent)
     return run
 
@@ -35,7 +35,7 @@ def test_gradient_reversal_methods_end_to_end(name: str, tmp_path: Path) -> None
     run = tmp_path / name
     # CDAN's run selects its checkpoint by a label-free validator instead of held-out source accuracy
     select = ["--checkpoint.monitor", "target/validator/snd"] if name == "cdan" else []
-    run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), *SMALL, *select, "--trainer.default_root_dir", str(run),
+    run_cli("fit", *config_args(CONFIGS / f"{name}.yaml"), *SMALL, *select, "--trainer.default_root_dir", str(run),
             cwd=tmp_path)
     m = _metrics(run)
     assert m["global_step"] == 12 and 0.0 <= m["target/acc"] <= 1.0
@@ -54,7 +54,7 @@ def test_gradient_reversal_methods_end_to_end(name: str, tmp_path: Path) -> None
 def test_adda_stage_two_from_source_checkpoint(source_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "adda"
     src = source_run / "checkpoints" / "last.ckpt"
-    run_cli("fit", "--config", str(CONFIGS / "adda.yaml"), *SMALL, "--model.init_args.source_checkpoint", str(src),
+    run_cli("fit", *config_args(CONFIGS / "adda.yaml"), *SMALL, "--model.init_args.source_checkpoint", str(src),
             "--trainer.default_root_dir", str(run), cwd=tmp_path)
     m = _metrics(run)
     # manual optimisation: global_step counts the discriminator's and the (gated) encoder's optimizer steps
@@ -72,7 +72,7 @@ def test_adda_stage_two_from_source_checkpoint(source_run: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_adda_missing_source_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    proc = run_cli("fit", "--config", str(CONFIGS / "adda.yaml"), *SMALL, "--model.init_args.source_checkpoint",
+    proc = run_cli("fit", *config_args(CONFIGS / "adda.yaml"), *SMALL, "--model.init_args.source_checkpoint",
                    str(tmp_path / "nope.ckpt"), "--trainer.default_root_dir", str(tmp_path / "r"), cwd=tmp_path,
                    check=False)
     assert proc.returncode != 0 and "nope.ckpt does not exist" in proc.stderr
@@ -83,7 +83,7 @@ def test_adda_missing_source_checkpoint_is_a_clear_error(tmp_path: Path) -> None
 def test_self_training_end_to_end_from_source_checkpoint(source_run: Path, tmp_path: Path, config: str,
                                                          variant: str) -> None:
     run = tmp_path / variant
-    run_cli("fit", "--config", str(CONFIGS / f"{config}.yaml"), *SMALL,
+    run_cli("fit", *config_args(CONFIGS / f"{config}.yaml"), *SMALL,
             "--model.init_args.init_checkpoint", str(source_run / "checkpoints" / "last.ckpt"),
             "--model.init_args.variant", variant, "--model.init_args.rounds.epochs_per_round", "1",
             "--trainer.default_root_dir", str(run), cwd=tmp_path)
@@ -104,14 +104,14 @@ DDP = [*COMMON, "--trainer.max_steps", "10"]
 @pytest.mark.slow
 def test_self_training_ddp_two_processes_give_the_single_process_pseudo_labels(tmp_path: Path) -> None:
     start = tmp_path / "start"
-    run_cli("fit", "--config", str(CONFIGS / "source_only.yaml"), *DDP, "--data.init_args.batch_size", "32",
+    run_cli("fit", *config_args(CONFIGS / "source_only.yaml"), *DDP, "--data.init_args.batch_size", "32",
             "--trainer.devices", "1", "--trainer.default_root_dir", str(start), cwd=tmp_path)
     init = str(start / "checkpoints" / "last.ckpt")
     runs = {}
     for name, devices, bs in (("single", "1", "32"), ("ddp", "2", "16")):
         runs[name] = tmp_path / name
         extra = ["--trainer.strategy", "ddp"] if devices == "2" else []
-        run_cli("fit", "--config", str(CONFIGS / "cbst.yaml"), *DDP, *extra, "--model.init_args.init_checkpoint", init,
+        run_cli("fit", *config_args(CONFIGS / "cbst.yaml"), *DDP, *extra, "--model.init_args.init_checkpoint", init,
                 "--data.init_args.batch_size", bs, "--trainer.devices", devices,
                 "--trainer.default_root_dir", str(runs[name]), cwd=tmp_path)
     states = {
@@ -140,7 +140,7 @@ TINY_GAN = ["--model.init_args.generator.ngf", "4", "--model.init_args.generator
 def test_cycada_pixel_then_feature_level_then_translate(source_run: Path, tmp_path: Path) -> None:
     pixel = tmp_path / "pixel"
     teacher = source_run / "checkpoints" / "last.ckpt"
-    run_cli("fit", "--config", str(CONFIGS / "cycada_pixel.yaml"), *SMALL, *TINY_GAN,
+    run_cli("fit", *config_args(CONFIGS / "cycada_pixel.yaml"), *SMALL, *TINY_GAN,
             "--model.init_args.teacher_checkpoint", str(teacher), "--trainer.max_steps", "18",
             "--trainer.default_root_dir", str(pixel), cwd=tmp_path)
     m = _metrics(pixel)
@@ -158,7 +158,7 @@ def test_cycada_pixel_then_feature_level_then_translate(source_run: Path, tmp_pa
 
     feature = tmp_path / "feature"
     last = str(pixel / "checkpoints" / "last.ckpt")
-    run_cli("fit", "--config", str(CONFIGS / "cycada_feature.yaml"), *SMALL, "--model.init_args.source_checkpoint",
+    run_cli("fit", *config_args(CONFIGS / "cycada_feature.yaml"), *SMALL, "--model.init_args.source_checkpoint",
             last, "--model.init_args.source_translator", last, "--trainer.default_root_dir", str(feature), cwd=tmp_path)
     assert 0.0 <= _metrics(feature)["target/acc"] <= 1.0
     state = torch.load(feature / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_digits_args
+from conftest import REPO, config_args, tiny_digits_args
 
 from syn2real.command import lightning_args
 
-CONFIG = str(REPO / "configs" / "digits" / "source_only.yaml")
+CONFIG = config_args(REPO / "configs" / "digits" / "source_only.yaml")
 NOISE = [
     "args parameter is intended to run from within Python",  # LightningCLI, with the whole argv
     "litlogger",  # Lightning's advertisement
@@ -43,7 +43,7 @@ def test_a_piped_run_is_quiet_plain_and_names_the_right_epoch(tmp_path: Path) ->
     # W&B offline logger of the config kept, progress bar left to its default; 5 steps with a validation at step 3:
     # the final weights (step 5, still epoch 0) are evaluated after fit
     args = [a for a in tiny_digits_args(5) if a not in ("--trainer.logger", "false", "--trainer.enable_progress_bar")]
-    fit = _syn2real("fit", "--config", CONFIG, *args, "--trainer.val_check_interval", "3",
+    fit = _syn2real("fit", *CONFIG, *args, "--trainer.val_check_interval", "3",
                     "--trainer.default_root_dir", str(run), cwd=tmp_path)
     out = fit.stdout + fit.stderr
     for noise in NOISE:
@@ -55,7 +55,7 @@ def test_a_piped_run_is_quiet_plain_and_names_the_right_epoch(tmp_path: Path) ->
     assert evaluations == ["epoch 0 step 3", "epoch 0 step 5"], fit.stderr
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 5
 
-    val = _syn2real("validate", "--config", CONFIG, *tiny_digits_args(5), "--trainer.default_root_dir",
+    val = _syn2real("validate", *CONFIG, *tiny_digits_args(5), "--trainer.default_root_dir",
                     str(tmp_path / "val"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
     out = val.stdout + val.stderr
     assert "DataLoader 0" not in out and "DataLoader 1" not in out

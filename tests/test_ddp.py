@@ -33,9 +33,9 @@ COMMON = [
 @pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    run_cli("fit", "--config", CONFIG, *COMMON, "--data.init_args.batch_size", "32", "--trainer.devices", "1",
+    run_cli("fit", *CONFIG, *COMMON, "--data.init_args.batch_size", "32", "--trainer.devices", "1",
             "--trainer.default_root_dir", str(single), cwd=tmp_path)
-    run_cli("fit", "--config", CONFIG, *COMMON, "--data.init_args.batch_size", "16", "--trainer.devices", "2",
+    run_cli("fit", *CONFIG, *COMMON, "--data.init_args.batch_size", "16", "--trainer.devices", "2",
             "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(ddp), cwd=tmp_path)
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_visda17_tree, write_png
+from conftest import REPO, config_args, make_visda17_tree, write_png
 from ddp_checks import read_checksums
 from seg_runs import fit, seg_config, write_config
 
@@ -60,7 +60,7 @@ class DDPRuns:
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 
     def submit(self, name: str, config: str | Path, run: Path, *args: str) -> None:
-        cmd = [sys.executable, "-m", "syn2real.cli", "fit", "--config", str(config), *args, "--trainer.devices", "2",
+        cmd = [sys.executable, "-m", "syn2real.cli", "fit", *config_args(config), *args, "--trainer.devices", "2",
                "--trainer.strategy", "ddp", "--trainer.callbacks+", "ddp_checks.ParameterChecksums",
                "--trainer.default_root_dir", str(run)]
         run.parent.mkdir(parents=True, exist_ok=True)
@@ -82,9 +82,19 @@ class DDPRuns:
         return run, metrics
 
 
+def _merged(first: Any, then: Any) -> Any:
+    """``then`` over ``first`` as repeated ``--config`` combines these files: mappings key by key, the rest replaced."""
+    if isinstance(first, dict) and isinstance(then, dict):
+        return {**first, **{key: _merged(first[key], value) if key in first else value for key, value in then.items()}}
+    return then
+
+
 def single(config: str | Path, run: Path, *args: str) -> dict[str, Any]:
-    """The same fit in one process (in this one)."""
-    metrics = fit(yaml.safe_load(Path(config).read_text()), run, *args, "--trainer.devices", "1")
+    """The same fit in one process (in this one); a method's config over the base.yaml of its folder."""
+    composed: dict[str, Any] = {}
+    for file in config_args(config)[1::2]:
+        composed = _merged(composed, yaml.safe_load(Path(file).read_text()))
+    metrics = fit(composed, run, *args, "--trainer.devices", "1")
     assert metrics["world_size"] == 1
     return metrics
 

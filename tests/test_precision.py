@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, tiny_digits_args
+from conftest import REPO, config_args, tiny_digits_args
 
 from syn2real.losses import adversarial as adv
 from syn2real.losses import gan, output_space, self_training
@@ -71,7 +71,7 @@ def test_dann_bf16_mixed_fit_through_the_cli(tmp_path: Path) -> None:
     from syn2real.cli import main
 
     run = tmp_path / "run"
-    main(["fit", "--config", str(REPO / "configs" / "digits" / "dann.yaml"), *SMALL,
+    main(["fit", *config_args(REPO / "configs" / "digits" / "dann.yaml"), *SMALL,
           "--trainer.precision", "bf16-mixed", "--trainer.default_root_dir", str(run)])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 3

@@ -55,11 +55,11 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    run_cli("fit", "--config", CONFIG, *COMMON, "--trainer.default_root_dir", str(reference), cwd=tmp_path)
+    run_cli("fit", *CONFIG, *COMMON, "--trainer.default_root_dir", str(reference), cwd=tmp_path)
 
     # the same run, slowed down (sleeps only) after the checkpoint to kill it at, then killed from outside
     slow = json.dumps([{"class_path": "slow_steps.SlowAfterStep", "init_args": {"step": KILL_AFTER_STEP}}])
-    args = [sys.executable, "-m", "syn2real.cli", "fit", "--config", CONFIG, *COMMON, "--trainer.callbacks", slow,
+    args = [sys.executable, "-m", "syn2real.cli", "fit", *CONFIG, *COMMON, "--trainer.callbacks", slow,
             "--trainer.default_root_dir", str(crashed)]
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = crashed / "checkpoints" / "last.ckpt"
@@ -79,7 +79,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     killed_at = _step(last)
     assert KILL_AFTER_STEP <= killed_at < 24 and killed_at % 12 != 0, killed_at  # mid-epoch
 
-    run_cli("fit", "--config", CONFIG, *COMMON, "--trainer.default_root_dir", str(crashed), "--ckpt_path", "last",
+    run_cli("fit", *CONFIG, *COMMON, "--trainer.default_root_dir", str(crashed), "--ckpt_path", "last",
             cwd=tmp_path)
 
     a = json.loads((reference / "metrics.json").read_text())

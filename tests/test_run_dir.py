@@ -106,7 +106,8 @@ def test_bad_ckpt_path_files_end_the_command_with_a_message_naming_them(tmp_path
 
     from syn2real.command import main
 
-    config = str(Path(__file__).resolve().parents[1] / "configs" / "digits" / "source_only.yaml")
+    digits = Path(__file__).resolve().parents[1] / "configs" / "digits"
+    config = ["--config", str(digits / "base.yaml"), "--config", str(digits / "source_only.yaml")]
     truncated, pickled = tmp_path / "truncated.ckpt", tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {"w": torch.ones(100)}}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:100])
@@ -115,7 +116,7 @@ def test_bad_ckpt_path_files_end_the_command_with_a_message_naming_them(tmp_path
                 tmp_path / "missing.ckpt": "no such checkpoint file"}
     for path, why in expected.items():
         with pytest.raises(SystemExit) as err:
-            main(["test", "--config", config, "--trainer.logger", "false", "--trainer.default_root_dir",
+            main(["test", *config, "--trainer.logger", "false", "--trainer.default_root_dir",
                   str(tmp_path / "run"), "--ckpt_path", str(path)])
         message = str(err.value.code)
         assert message.startswith("syn2real test: error: ") and str(path) in message and why in message, message

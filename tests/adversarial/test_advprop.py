@@ -175,17 +175,17 @@ def test_model_without_batchnorm_is_refused() -> None:
 
 @pytest.mark.slow
 def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
-    from conftest import REPO
+    from conftest import REPO, config_args
     from test_cli import SMALL, run_cli
 
     from syn2real.models.checkpoint import load_model_weights
 
-    config = str(REPO / "configs" / "digits" / "robust" / "advprop.yaml")
+    config = config_args(REPO / "configs" / "digits" / "robust" / "advprop.yaml")
     run = tmp_path / "advprop"
-    run_cli("fit", "--config", config, *SMALL, "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
+    run_cli("fit", *config, *SMALL, "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
             cwd=tmp_path)
     ckpt = run / "checkpoints" / "last.ckpt"
-    run_cli("export", "--config", config, "--ckpt", str(ckpt), "--output", str(tmp_path / "model.pt"), cwd=tmp_path)
+    run_cli("export", *config, "--ckpt", str(ckpt), "--output", str(tmp_path / "model.pt"), cwd=tmp_path)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     deployed = build_classifier(NetworkConfig(**payload["network"]))
     deployed.load_state_dict(payload["state_dict"])  # plain architecture, strict
@@ -194,7 +194,7 @@ def test_advprop_fit_export_and_robustness_through_the_cli(tmp_path) -> None:
     x, _ = digits()
     assert torch.allclose(deployed.eval()(x), method.model.eval()(x), atol=1e-6)
 
-    proc = run_cli("robustness", "--config", config, "--ckpt", str(ckpt), "--max_images", "48", "--eps", "0.3",
+    proc = run_cli("robustness", *config, "--ckpt", str(ckpt), "--max_images", "48", "--eps", "0.3",
                    "--pgd_steps", "3", "--corruptions", "gaussian_noise", "fog", "--severities", "1", "5",
                    "--noise", "0.5", "--no_wandb", *SMALL[:4], cwd=tmp_path)
     report = json.loads((run / "robustness" / "robustness.json").read_text())

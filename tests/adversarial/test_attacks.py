@@ -107,11 +107,11 @@ def test_errors_and_method_plug_in() -> None:
 def test_augment_from_the_command_line(tmp_path) -> None:
     import json
 
-    from conftest import REPO
+    from conftest import REPO, config_args
     from test_cli import SMALL, run_cli
 
     run = tmp_path / "pgd"
-    run_cli("fit", "--config", str(REPO / "configs" / "digits" / "source_only.yaml"), *SMALL,
+    run_cli("fit", *config_args(REPO / "configs" / "digits" / "source_only.yaml"), *SMALL,
             "--model.init_args.augment",
             "{class_path: syn2real.adversarial.PGD, init_args: {epsilon: 0.3, step_size: 0.1, steps: 2}}",
             "--trainer.default_root_dir", str(run), cwd=tmp_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_digits_args
+from conftest import REPO, config_args, tiny_digits_args
 
 from syn2real.cli import main
 from syn2real.methods import SourceOnly
@@ -40,7 +40,7 @@ def test_check_finite_names_term_step_method_and_checkpoint() -> None:
 
 
 SMALL = [
-    "--config", str(REPO / "configs" / "digits" / "source_only.yaml"),
+    *config_args(REPO / "configs" / "digits" / "source_only.yaml"),
     *tiny_digits_args(max_steps=6),
     "--checkpoint.monitor", "null",
     "--checkpoint.filename", "null",

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, tiny_digits_args
+from conftest import REPO, config_args, tiny_digits_args
 
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.methods import ADDA, SourceOnly
@@ -55,7 +55,7 @@ def test_compiled_run_checkpoint_has_plain_keys_and_loads_uncompiled(tmp_path: P
     from syn2real.cli import main
 
     run = tmp_path / "run"
-    main(["fit", "--config", str(REPO / "configs" / "digits" / "source_only.yaml"), *tiny_digits_args(max_steps=2),
+    main(["fit", *config_args(REPO / "configs" / "digits" / "source_only.yaml"), *tiny_digits_args(max_steps=2),
           "--trainer.default_root_dir", str(run),
           "--speed.channels_last", "true", "--speed.compile", "true", "--speed.compile_backend", "aot_eager"])
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_png
+from conftest import REPO, config_args, write_png
 from test_cli import run_cli
 
 from syn2real.data.lowlight import prepare_lowlight
@@ -123,7 +123,7 @@ def test_fit_then_enhance_through_the_cli(tmp_path: Path) -> None:
     prepare_lowlight(_photos(tmp_path / "photos", n=8), data, seed=0)
     run = tmp_path / "run"
     run_cli(
-        "fit", "--config", str(REPO / "configs" / "enlightengan" / "lowlight_photos.yaml"),
+        "fit", *config_args(REPO / "configs" / "enlightengan" / "lowlight_photos.yaml"),
         "--data.init_args.root", str(data), "--data.init_args.crop_size", "40", "--data.init_args.batch_size", "2",
         "--data.init_args.repeat", "2", "--model.init_args.generator.ngf", "4", "--model.init_args.discriminator.ndf", "4",
         "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
