@@ -132,7 +132,8 @@ class CyCADA(DAMethod):
         if lambda_semantic > 0 and teacher_checkpoint is None:
             raise ValueError(
                 "lambda_semantic > 0 needs model.init_args.teacher_checkpoint, the stage-1 source model's .ckpt "
-                "(syn2real fit --config configs/digits/source_only.yaml); or set lambda_semantic: 0"
+                "(syn2real fit --config configs/digits/base.yaml --config configs/digits/source_only.yaml); or set "
+                "lambda_semantic: 0"
             )
         self.automatic_optimization = False
         self.grad_clip = grad_clip
