@@ -25,7 +25,7 @@ from torch import nn
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig
-from syn2real.callbacks.wandb_media import minmax_unit
+from syn2real.core.display import display_rgb as _display  # moved
 from syn2real.losses.adversarial import adda_target_loss, domain_accuracy, domain_adversarial_loss
 from syn2real.losses.gan import IGNORE_INDEX, task_cross_entropy
 from syn2real.losses.output_space import entropy_loss, self_information_map
@@ -85,12 +85,6 @@ def colorize(labels: torch.Tensor, num_classes: int, colours: torch.Tensor | Non
     colours = torch.cat([colours, torch.full((1, 3), 255, dtype=torch.uint8)]).to(labels.device)
     idx = torch.where((labels >= 0) & (labels < num_classes), labels, torch.full_like(labels, num_classes))
     return colours[idx.long()].permute(0, 3, 1, 2).float() / 255.0
-
-
-def _display(x: torch.Tensor) -> torch.Tensor:
-    """Normalised images -> [0, 1] RGB for display (per-image min-max)."""
-    x = minmax_unit(x)
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
 class SegmentationMixin:
