@@ -108,7 +108,7 @@ def test_enhance_folder_keeps_layout_is_resumable_and_reports_bad_files(enlighte
 def test_enhance_command_scores_against_references(
     enlighten_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from syn2real.cli import main
+    from syn2real.command import main
 
     low, ref = tmp_path / "low", tmp_path / "reference"
     rng = np.random.default_rng(0)

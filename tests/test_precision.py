@@ -69,7 +69,7 @@ SMALL = tiny_digits_args(max_steps=3)
 
 
 def test_dann_bf16_mixed_fit_through_the_cli(tmp_path: Path) -> None:
-    from syn2real.cli import main
+    from syn2real.command import main
 
     run = tmp_path / "run"
     main(["fit", "--config", str(REPO / "configs" / "digits" / "dann.yaml"), *SMALL,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import REPO, tiny_digits_args
 
-from syn2real.cli import main
+from syn2real.command import main
 from syn2real.methods import SourceOnly
 from syn2real.core.guard import NonFiniteLossError, check_finite
 
