@@ -2,9 +2,9 @@
 
 The paper-sized EnlightenGAN generator (32 base channels, 5 levels, eval mode, random weights: speed does not
 depend on them) enhances a 2048×1024 image (a Cityscapes frame) either in one pass or tile by tile
-(:func:`syn2real.enhance.enhance_tiled`, ``--tile`` with ``--overlap`` context pixels). Each mode runs in its own
-subprocess, interleaved over ``--rounds`` rounds, so peak memory is that process's alone: on CPU the growth of the
-peak resident set (``ru_maxrss``) over the process's resident set just before the first pass; on a GPU
+(:func:`syn2real.models.enlighten.enhance_tiled`, ``--tile`` with ``--overlap`` context pixels). Each mode runs in
+its own subprocess, interleaved over ``--rounds`` rounds, so peak memory is that process's alone: on CPU the growth
+of the peak resident set (``ru_maxrss``) over the process's resident set just before the first pass; on a GPU
 ``torch.cuda.max_memory_allocated``. Reports megapixels/s (median over rounds) and the tiled / whole ratios, and
 the largest pixel difference between the two outputs (8-bit levels).
 
@@ -26,7 +26,7 @@ import torch
 
 
 def _child(args: argparse.Namespace) -> None:
-    from syn2real.enhance import enhance_tiled
+    from syn2real.models.enlighten import enhance_tiled
     from syn2real.models.enlighten import EnlightenGeneratorConfig
 
     torch.manual_seed(0)

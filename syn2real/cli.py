@@ -33,13 +33,12 @@ from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.speed import SpeedOptions
 from syn2real.callbacks.wandb_media import WandbMedia
-from syn2real.command import SUBCOMMANDS, main  # the `syn2real` command lives in the light syn2real.command
 from syn2real.io import read_checkpoint
 from syn2real.run_dir import (
     EVAL_DIR, RunDirectoryError, archive_file, evaluation_dir, find_last_checkpoint, refuse_overwrite,
 )
 
-__all__ = ["SUBCOMMANDS", "Syn2RealCLI", "main"]
+__all__ = ["Syn2RealCLI"]
 
 
 EVALUATIONS = ("validate", "test", "predict")
@@ -255,5 +254,7 @@ class Syn2RealCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m syn2real.cli ARGS` is `syn2real ARGS` (the command lives in syn2real.command)
+    from syn2real.command import main
+
     main()

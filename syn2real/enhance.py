@@ -6,8 +6,8 @@ Every image under ``--input`` is enhanced and written to the same relative path 
 outputs that exist are skipped, so an interrupted run resumes). Large images are processed in tiles of ``--tile``
 pixels: each tile is run with ``--overlap`` pixels of real image context on every side and only its centre is kept,
 so memory is bounded by the tile size while seams match the whole-image result (tiles start on the generator's
-pooling grid). Unreadable images are reported by name and skipped; the command then exits with status 1, as it does
-at once for an ``--input`` without image files.
+pooling grid; :func:`syn2real.models.enlighten.enhance_tiled`). Unreadable images are reported by name and skipped;
+the command then exits with status 1, as it does at once for an ``--input`` without image files.
 
 With ``--reference DIR`` (clean originals of the inputs, same relative names, e.g. ``test/reference`` of
 ``data_prep/lowlight.py``) the command also scores the outputs and the baselines (dark input, adaptive gamma,
@@ -38,12 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key
+from syn2real.commands.loading import resolve_device
+from syn2real.core.luminance import LUMA
+from syn2real.data.datasets import IMAGE_EXTENSIONS, CorruptImageError, load_image, natural_key, pair_by_name
 from syn2real.io import read_checkpoint, write_json_atomic
-from syn2real.models.enlighten import LUMA
-from syn2real.translate import resolve_device, save_image
+from syn2real.models.enlighten import enhance_tiled
+from syn2real.translate import save_image
 
-__all__ = ["EnhanceSummary", "LowLightEnhance", "enhance_array", "enhance_folder", "enhance_tiled", "load_enhancer", "main"]
+__all__ = [
+    "EnhanceSummary", "LowLightEnhance", "enhance_array", "enhance_folder", "evaluate_folders", "example_figure",
+    "load_enhancer", "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +71,6 @@ def load_enhancer(path: str | Path) -> nn.Module:
     except RuntimeError as err:
         raise ValueError(f"checkpoint {file}: generator weights do not fit its hyper-parameters: {err}") from err
     return generator.eval().requires_grad_(False)
-
-
-def _starts(size: int, core: int) -> list[int]:
-    return list(range(0, size, core))
-
-
-@torch.no_grad()
-def enhance_tiled(generator: nn.Module, x: torch.Tensor, tile: int = 512, overlap: int = 32) -> torch.Tensor:
-    """Enhance (B, 3, H, W) images in [-1, 1] with at most ``tile``×``tile`` pixels through the network at once.
-
-    The image is cut into cores of ``tile − 2·overlap`` pixels; each core is computed from a window that adds
-    ``overlap`` pixels of context on each side (clipped at the image border, where the whole-image run sees the
-    border too) and only the core is kept. ``tile`` and ``overlap`` are rounded down to the generator's pooling
-    multiple, so every window lies on the whole image's pooling grid. Output clamped to [-1, 1]."""
-    multiple = int(getattr(generator, "multiple", 1))
-    h, w = x.shape[-2:]
-    if h <= tile and w <= tile:
-        return generator(x).clamp(-1.0, 1.0)
-    tile = max(multiple, tile // multiple * multiple)
-    overlap = overlap // multiple * multiple
-    core = tile - 2 * overlap
-    if core < multiple:
-        raise ValueError(f"tile {tile} must exceed 2 x overlap {overlap} by at least {multiple} pixels")
-    out = torch.empty_like(x)
-    for y0 in _starts(h, core):
-        y1 = min(h, y0 + core)
-        wy0, wy1 = max(0, y0 - overlap), min(h, y1 + overlap)
-        for x0 in _starts(w, core):
-            x1 = min(w, x0 + core)
-            wx0, wx1 = max(0, x0 - overlap), min(w, x1 + overlap)
-            window = generator(x[..., wy0:wy1, wx0:wx1])
-            out[..., y0:y1, x0:x1] = window[..., y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
-    return out.clamp(-1.0, 1.0)
 
 
 def enhance_array(
@@ -272,13 +244,100 @@ def main(argv: Sequence[str] | None = None) -> None:
         _report(args.input, args.reference, args.output, args.figure, progress=not args.no_progress)
 
 
+def _pairs(low_dir: Path, reference_dir: Path) -> list[tuple[str, Path, Path]]:
+    pairs, missing = pair_by_name(low_dir, reference_dir)
+    if missing:
+        name = missing[0]
+        raise FileNotFoundError(
+            f"{low_dir / name} has no reference named {Path(name).with_suffix('').as_posix()}.* under {reference_dir}"
+        )
+    if not pairs:
+        raise FileNotFoundError(f"{low_dir} contains no images to evaluate")
+    return pairs
+
+
+def evaluate_folders(
+    low_dir: str | Path, reference_dir: str | Path, enhanced: dict[str, str | Path], progress: bool = False
+) -> dict[str, Any]:
+    """Scores of the baselines and of each folder in ``enhanced`` (name -> folder with the same relative names)
+    against the references: ``{method: {psnr_mean, psnr_std, ssim_mean, ssim_std, per_image: {...}}}``; with
+    ``progress``, a progress bar over the images."""
+    from tqdm.auto import tqdm
+
+    from syn2real.metrics.enhancement import BASELINES, image_scores
+
+    low_dir, reference_dir = Path(low_dir), Path(reference_dir)
+    scores: dict[str, dict[str, tuple[float, float]]] = {name: {} for name in [*BASELINES, *enhanced]}
+    pairs = _pairs(low_dir, reference_dir)
+    for key, low_path, ref_path in tqdm(pairs, desc="scoring", unit="img", disable=not progress):
+        low, ref = load_image(low_path, "RGB"), load_image(ref_path, "RGB")
+        for name, fn in BASELINES.items():
+            scores[name][key] = image_scores(fn(low), ref)
+        for name, folder in enhanced.items():
+            candidates = [p for p in (Path(folder) / key).parent.glob(Path(key).name + ".*") if p.is_file()]
+            if not candidates:
+                raise FileNotFoundError(f"{folder} has no enhanced image named {key}.*")
+            scores[name][key] = image_scores(load_image(candidates[0], "RGB"), ref)
+    out: dict[str, Any] = {}
+    for name, per_image in scores.items():
+        psnr = np.array([v[0] for v in per_image.values()])
+        ssim = np.array([v[1] for v in per_image.values()])
+        out[name] = {
+            "psnr_mean": float(psnr.mean()), "psnr_std": float(psnr.std()),
+            "ssim_mean": float(ssim.mean()), "ssim_std": float(ssim.std()),
+            "per_image": {k: {"psnr": v[0], "ssim": v[1]} for k, v in per_image.items()},
+        }
+    return out
+
+
+def example_figure(
+    low_dir: str | Path, reference_dir: str | Path, enhanced: dict[str, str | Path], path: str | Path,
+    max_rows: int = 4, size: int = 160,
+) -> Path:
+    """A PNG grid, one row per test image: dark input | gamma | hist. eq. | each enhanced folder | reference."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from syn2real.metrics.enhancement import BASELINES, image_scores
+
+    pairs = _pairs(Path(low_dir), Path(reference_dir))[:max_rows]
+    columns = ["input", "gamma", "histeq", *enhanced, "reference"]
+    fig, axes = plt.subplots(len(pairs), len(columns), figsize=(1.9 * len(columns), 1.9 * len(pairs)), squeeze=False)
+    for r, (key, low_path, ref_path) in enumerate(pairs):
+        low, ref = load_image(low_path, "RGB"), load_image(ref_path, "RGB")
+        images = [BASELINES[c](low) for c in ("input", "gamma", "histeq")]
+        for folder in enhanced.values():
+            images.append(load_image(next((Path(folder) / key).parent.glob(Path(key).name + ".*")), "RGB"))
+        images.append(ref)
+        for c, (name, image) in enumerate(zip(columns, images)):
+            ax = axes[r][c]
+            scale = size / max(image.shape[:2])
+            thumb = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                               interpolation=cv2.INTER_AREA)
+            ax.imshow(thumb)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if name != "reference":
+                psnr, _ = image_scores(image, ref)
+                ax.set_xlabel(f"{psnr:.1f} dB", fontsize=7)
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _report(low: str, reference: str, output: str, figure: str | None, progress: bool = True) -> None:
     """Score outputs and baselines against the references (a progress bar over the images unless ``progress`` is
     False); table, ``enhance_eval.json``, optional figure."""
     from rich.console import Console
     from rich.table import Table
-
-    from syn2real.metrics.enhancement import evaluate_folders, example_figure
 
     scores = evaluate_folders(low, reference, {"enlightengan": output}, progress=progress)
     per_image = {name: s.pop("per_image") for name, s in scores.items()}

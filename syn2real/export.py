@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--ckpt", required=True, help="checkpoint of the trained method (.ckpt)")
     p.add_argument("--output", required=True, help="file to write (.pt)")
     args, overrides = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    from syn2real.robustness import load_trained
+    from syn2real.commands.loading import load_trained
 
     method, datamodule = load_trained("syn2real export", args.config, args.ckpt, overrides)
     datamodule.prepare_data()

@@ -3,7 +3,7 @@
 :class:`SafeWandbLogger` wraps Lightning's ``WandbLogger``: offline unless the user asks for online
 (``offline: false`` or ``WANDB_MODE=online``); any failure (wandb missing, no disk, bad key, no network)
 is reported once as a warning and the logger becomes a no-op while training continues. No call into wandb moves the
-global random streams (:func:`~syn2real.callbacks.checkpoint.preserved_rng`): a seeded run trains the same with and
+global random streams (:func:`~syn2real.core.rng.preserved_rng`): a seeded run trains the same with and
 without W&B.
 
 The run id is kept in ``<save_dir>/wandb_run_id``; a run resumed from a checkpoint (``continue_run``, set by the CLI
@@ -29,7 +29,7 @@ from lightning.pytorch.loggers.logger import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
-from syn2real.callbacks.checkpoint import preserved_rng
+from syn2real.core.rng import preserved_rng
 from syn2real.io import atomic_write
 
 __all__ = ["SafeWandbLogger", "finish_wandb_run"]

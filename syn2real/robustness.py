@@ -43,6 +43,7 @@ from torch import nn
 from syn2real.adversarial import FGSM, PGD, RandomSpatial, WorstOfK, grid_attack
 from syn2real.adversarial.base import pixel_stats
 from syn2real.adversarial.spatial import spatial_grid
+from syn2real.commands.loading import load_trained
 from syn2real.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
 from syn2real.io import atomic_write, cache_root, write_json_atomic
 from syn2real.metrics.calibration import (
@@ -432,24 +433,6 @@ def log_wandb(report: dict[str, Any], out_dir: Path, project: str, name: str) ->
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
-
-
-def load_trained(prog: str, configs: list[str], ckpt: str | os.PathLike, overrides: list[str]) -> tuple[Any, Any]:
-    """(method with the checkpoint's weights, datamodule), built from ``--config FILE [overrides]`` exactly as
-    ``syn2real fit`` builds them, without a logger and without training. ``prog`` names the command in errors."""
-    from syn2real.cli import Syn2RealCLI
-    from syn2real.models.checkpoint import load_model_weights
-
-    if not Path(ckpt).is_file():
-        raise SystemExit(f"{prog}: checkpoint {ckpt} does not exist")
-    config_args = [a for c in configs for a in ("--config", c)] + list(overrides)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are given explicitly; keep LightningCLI from warning
-    try:
-        cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
-    finally:
-        sys.argv = argv
-    load_model_weights(cli.model.model, str(ckpt))
-    return cli.model, cli.datamodule
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from syn2real.commands.loading import resolve_device
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     CorruptImageError,
@@ -51,12 +52,6 @@ class TranslateSummary:
 
     def as_dict(self) -> dict[str, object]:
         return {"translated": self.translated, "copied": self.copied, "skipped": self.skipped, "failed": self.failed}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _is_copied(rel: str, patterns: Sequence[str]) -> bool:
@@ -112,7 +107,7 @@ def translate_folder(
 ) -> TranslateSummary:
     """Translate every image under ``input_dir`` into ``output_dir`` with the ``direction`` generator of the CyCADA
     checkpoint ``ckpt``; see the module docstring. Returns counts of translated, copied, skipped and failed files."""
-    from syn2real.methods.cycada import load_generator
+    from syn2real.models.translator import load_generator
 
     root, out_root = Path(input_dir), Path(output_dir)
     if not root.is_dir():

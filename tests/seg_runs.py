@@ -72,7 +72,7 @@ def write_config(config: dict[str, Any], path: Path) -> Path:
 
 def fit(config: dict[str, Any], run: Path, *extra: str) -> dict[str, Any]:
     """``syn2real fit --config <config> --trainer.default_root_dir <run> *extra`` in this process; metrics.json."""
-    from syn2real.cli import main
+    from syn2real.command import main
 
     file = write_config(config, run.parent / f"{run.name}.yaml")
     argv, sys.argv = sys.argv, ["syn2real"]  # LightningCLI warns when pytest's own arguments are on sys.argv

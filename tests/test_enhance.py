@@ -11,10 +11,15 @@ import torch
 from conftest import write_png
 from PIL import Image
 
+from syn2real.core.luminance import LUMA
 from syn2real.data.transforms import build_transform
-from syn2real.enhance import LowLightEnhance, brightness, enhance_array, enhance_folder, enhance_tiled, load_enhancer
-from syn2real.metrics.enhancement import evaluate_folders, gamma_correction, histogram_equalization, image_scores
-from syn2real.models.enlighten import AttentionUNet, EnlightenDiscriminatorConfig, EnlightenGeneratorConfig
+from syn2real.enhance import (
+    LowLightEnhance, brightness, enhance_array, enhance_folder, evaluate_folders, load_enhancer,
+)
+from syn2real.metrics.enhancement import gamma_correction, histogram_equalization, image_scores
+from syn2real.models.enlighten import (
+    AttentionUNet, EnlightenDiscriminatorConfig, EnlightenGeneratorConfig, enhance_tiled,
+)
 from syn2real.models.perceptual import FeatureExtractorConfig
 
 GEN = EnlightenGeneratorConfig(ngf=4, depth=4)
@@ -103,7 +108,7 @@ def test_enhance_folder_keeps_layout_is_resumable_and_reports_bad_files(enlighte
 def test_enhance_command_scores_against_references(
     enlighten_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from syn2real.cli import main
+    from syn2real.command import main
 
     low, ref = tmp_path / "low", tmp_path / "reference"
     rng = np.random.default_rng(0)
@@ -127,7 +132,7 @@ def test_baselines_and_scores() -> None:
     dark = np.full((8, 8, 3), 30, np.uint8)
     dark[:4] = 10
     lifted = gamma_correction(dark)
-    mean = (lifted.astype(float) / 255 @ np.array([0.299, 0.587, 0.114])).mean()
+    mean = (lifted.astype(float) / 255 @ np.array(LUMA)).mean()
     assert 0.4 < mean < 0.6  # the mean luminance is mapped to mid-grey
     eq = histogram_equalization(dark)
     assert eq.shape == dark.shape and eq.max() == 255

@@ -62,7 +62,7 @@ def test_wandb_calls_leave_the_random_streams_alone(tmp_path: Path, monkeypatch:
     import torch
     import wandb
 
-    from syn2real.callbacks.checkpoint import rng_state
+    from syn2real.core.rng import rng_state
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = SafeWandbLogger(save_dir=str(tmp_path), offline=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import REPO, config_args, tiny_digits_args
 
+from syn2real.core.cross_entropy import task_cross_entropy
 from syn2real.losses import adversarial as adv
 from syn2real.losses import gan, output_space, self_training
 
@@ -31,7 +32,7 @@ LOSSES = {
     "relativistic_generator": (gan.relativistic_lsgan_generator_loss, (D, D2)),
     "cycle": (gan.cycle_loss, tuple(IMG)),
     "identity": (gan.identity_loss, tuple(IMG)),
-    "task_cross_entropy": (lambda z: gan.task_cross_entropy(z, LABELS), (LOGITS,)),
+    "task_cross_entropy": (lambda z: task_cross_entropy(z, LABELS), (LOGITS,)),
     "domain_adversarial": (adv.domain_adversarial_loss, (DOM, DOM_T)),
     "adda_target": (adv.adda_target_loss, (DOM_T,)),
     "cdan": (adv.cdan_loss, (DOM, DOM_T)),
@@ -68,7 +69,7 @@ SMALL = tiny_digits_args(max_steps=3)
 
 
 def test_dann_bf16_mixed_fit_through_the_cli(tmp_path: Path) -> None:
-    from syn2real.cli import main
+    from syn2real.command import main
 
     run = tmp_path / "run"
     main(["fit", *config_args(REPO / "configs" / "digits" / "dann.yaml"), *SMALL,

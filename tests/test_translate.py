@@ -16,7 +16,7 @@ from PIL import Image
 import syn2real.translate as translate_mod
 from syn2real.methods import CyCADA
 from syn2real.tasks import Classification
-from syn2real.methods.cycada import load_generator
+from syn2real.models.translator import load_generator
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 from syn2real.translate import translate_folder

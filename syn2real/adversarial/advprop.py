@@ -30,7 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from syn2real.adversarial.attacks import PGD
 from syn2real.adversarial.base import Augmentation
-from syn2real.losses.gan import task_cross_entropy
+from syn2real.core.cross_entropy import task_cross_entropy
+from syn2real.core.labels import IGNORE_INDEX
 
 __all__ = [
     "AdvProp",
@@ -186,7 +187,7 @@ class AdvProp(Augmentation):
         weight: float = 1.0,
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         if weight < 0:
             raise ValueError(f"AdvProp weight must be >= 0, got {weight}")

@@ -31,7 +31,8 @@ from syn2real.adversarial.base import (
     eval_mode,
     pixel_stats,
 )
-from syn2real.losses.gan import task_cross_entropy
+from syn2real.core.cross_entropy import task_cross_entropy
+from syn2real.core.labels import IGNORE_INDEX
 
 __all__ = ["FGSM", "FastFGSM", "PGD"]
 
@@ -60,7 +61,7 @@ class PGD(Augmentation):
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         mode: Literal["replace", "concat"] = "replace",
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         if epsilon < 0 or step_size < 0 or steps < 1:
             raise ValueError(f"PGD needs epsilon >= 0, step_size >= 0, steps >= 1; got {epsilon}, {step_size}, {steps}")
@@ -128,7 +129,7 @@ class FGSM(PGD):
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         mode: Literal["replace", "concat"] = "replace",
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(epsilon, epsilon, 1, "linf", False, mean, std, mode, ignore_index)
 
@@ -144,6 +145,6 @@ class FastFGSM(PGD):
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         mode: Literal["replace", "concat"] = "replace",
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(epsilon, step_ratio * epsilon, 1, "linf", True, mean, std, mode, ignore_index)

@@ -33,6 +33,7 @@ from syn2real.adversarial.base import (
     eval_mode,
     pixel_stats,
 )
+from syn2real.core.labels import IGNORE_INDEX
 
 __all__ = ["RandomSpatial", "WorstOfK", "grid_attack", "spatial_grid", "transform_batch", "vote_predict"]
 
@@ -72,7 +73,7 @@ def spatial_grid(
 
 
 def _per_sample_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    loss = F.cross_entropy(logits, y, reduction="none", ignore_index=255)
+    loss = F.cross_entropy(logits, y, reduction="none", ignore_index=IGNORE_INDEX)
     return loss.flatten(1).mean(dim=1) if loss.ndim > 1 else loss
 
 

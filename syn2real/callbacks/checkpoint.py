@@ -1,18 +1,16 @@
 """Checkpoints that are written atomically and load with ``torch.load(weights_only=True)``, and the global random
-states they carry so that a resumed run continues exactly as the uninterrupted one."""
+states they carry (:mod:`syn2real.core.rng`) so that a resumed run continues exactly as the uninterrupted one."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import os
-import random
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -20,11 +18,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from syn2real.core.rng import preserved_rng, rng_state, set_rng_state
 from syn2real.io import atomic_torch_save, non_finite_entry, read_checkpoint
 
 __all__ = ["AtomicCheckpointIO", "RunCheckpoint", "ResumeRNG", "ResumeOverrides", "changed_hparams",
-           "LIGHTNING_CHECKPOINT", "non_finite_entry", "preserved_rng", "rng_state", "set_rng_state",
-           "side_effect_free"]
+           "LIGHTNING_CHECKPOINT", "non_finite_entry", "side_effect_free"]
 
 
 LIGHTNING_CHECKPOINT = "a syn2real/Lightning checkpoint (a .ckpt of a syn2real run)"
@@ -102,52 +100,10 @@ class RunCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
 
 
-def rng_state() -> dict[str, Any]:
-    """The global random states (python ``random``, numpy, torch CPU, and CUDA once initialised) as tensors, tuples
-    and numbers, so a checkpoint holding them still loads with ``weights_only=True``."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        if len(state["cuda"]) != torch.cuda.device_count():
-            raise RuntimeError(
-                f"checkpoint holds CUDA random states of {len(state['cuda'])} devices, this process sees "
-                f"{torch.cuda.device_count()}; resume on as many devices per process"
-            )
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run the block without moving any global random stream (python, numpy, torch CPU and CUDA): logging and
-    pictures must not change what a seeded run trains on."""
-    state = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(state)
-
-
 @contextmanager
 def side_effect_free(module: torch.nn.Module) -> Iterator[None]:
-    """:func:`preserved_rng`, and the module's buffers (BatchNorm running statistics and counters) restored
-    afterwards: a forward pass for a picture in training mode leaves the run exactly as it was."""
+    """:func:`~syn2real.core.rng.preserved_rng`, and the module's buffers (BatchNorm running statistics and
+    counters) restored afterwards: a forward pass for a picture in training mode leaves the run exactly as it was."""
     buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
     try:
         with preserved_rng():

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from syn2real.core.interfaces import SupportsRunSummary
 from syn2real.io import write_json_atomic
 
 __all__ = ["MetricsJSON"]
@@ -71,13 +72,14 @@ class MetricsJSON(L.Callback):
             "wall_time_s": round(time.time() - self._start, 2),
         }
         # methods may add structured records, e.g. self-training's per-round pseudo-label statistics
-        summary = getattr(trainer.lightning_module, "run_summary", None)
-        if callable(summary):
-            data.update(summary())
+        module = trainer.lightning_module
+        if isinstance(module, SupportsRunSummary):
+            data.update(module.run_summary())
         path = Path(trainer.default_root_dir) / self.filename
         write_json_atomic(data, path)
         # a fit whose last steps were not evaluated is evaluated once more by the CLI, which then prints the table
-        evaluated_last = getattr(trainer.lightning_module, "last_eval_step", trainer.global_step) == trainer.global_step
+        # MethodInterface.last_eval_step; a module without it counts as evaluated
+        evaluated_last = getattr(module, "last_eval_step", trainer.global_step) == trainer.global_step
         if self.print_summary and (stage != "fit" or evaluated_last or trainer.interrupted):
             self._print(metrics, stage, path)
 

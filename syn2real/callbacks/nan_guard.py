@@ -1,4 +1,4 @@
-"""``--nan_guard.*``: the switch of the NaN/inf guard (:mod:`syn2real.methods.guard`), and an optional gradient check."""
+"""``--nan_guard.*``: the switch of the NaN/inf guard (:mod:`syn2real.core.guard`), and an optional gradient check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from syn2real.methods.guard import ADVICE, NonFiniteGradientError, _describe, last_good_checkpoint
+from syn2real.core.guard import ADVICE, NonFiniteGradientError, describe_checkpoint, last_good_checkpoint
 
 __all__ = ["NaNGuard"]
 
@@ -47,5 +47,5 @@ class NaNGuard(Callback):
         name = next(n for (n, _), ok in zip(params, flags.tolist()) if not ok)
         raise NonFiniteGradientError(
             f"non-finite gradient of parameter '{name}' at global step {trainer.global_step} "
-            f"(method {type(pl_module).__name__}); {_describe(last_good_checkpoint(trainer))} — {ADVICE}"
+            f"(method {type(pl_module).__name__}); {describe_checkpoint(last_good_checkpoint(trainer))} — {ADVICE}"
         )

@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
+from syn2real.core.labels import IGNORE_INDEX
 from syn2real.io import atomic_write, write_json_atomic
 from syn2real.losses.self_training import (
     class_balanced_thresholds_from_histogram,
@@ -41,8 +42,6 @@ from syn2real.losses.self_training import (
 from syn2real.metrics.segmentation import iou_from_confusion, segment
 
 __all__ = ["PixelPseudoLabelRounds", "PixelRoundConfig", "write_label_png"]
-
-IGNORE_INDEX = 255
 
 
 @dataclass

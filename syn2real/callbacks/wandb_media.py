@@ -19,18 +19,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from syn2real.callbacks.checkpoint import side_effect_free
+from syn2real.core.display import minmax_unit
+from syn2real.core.interfaces import SupportsEvalMedia, SupportsTrainingMedia
 
-__all__ = ["WandbMedia", "confusion_figure", "image_grid", "minmax_unit"]
+__all__ = ["WandbMedia", "confusion_figure", "image_grid"]
 
 log = logging.getLogger(__name__)
-
-
-def minmax_unit(x: torch.Tensor) -> torch.Tensor:
-    """A normalised (B, C, H, W) batch in [0, 1] for display: each image min-max scaled over all its pixels."""
-    x = x.detach().float()
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(1e-6)
 
 
 def image_grid(x: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -66,9 +60,10 @@ class WandbMedia(L.Callback):
     """Log sample grids every ``every_n_steps`` training batches and, after each evaluation, the confusion
     matrix and per-class accuracy of every evaluated domain.
 
-    A method with a ``training_media(batch) -> {name: (R, N, C, H, W) images in [0, 1]}`` method gets each entry
-    logged at the same period as a grid of R rows of N images, and saved as ``<default_root_dir>/media/<name>.png``
-    (the latest; once more at the end of training, from the last batch, so the PNG shows the final model).
+    A method with a ``training_media(batch) -> {name: (R, N, C, H, W) images in [0, 1]}`` method
+    (:class:`~syn2real.core.interfaces.SupportsTrainingMedia`) gets each entry logged at the same period as a grid
+    of R rows of N images, and saved as ``<default_root_dir>/media/<name>.png`` (the latest; once more at the end of
+    training, from the last batch, so the PNG shows the final model); ``eval_media()`` the same after evaluations.
 
     Args:
         every_n_steps: period of the sample grids in training batches (0 disables them).
@@ -91,7 +86,7 @@ class WandbMedia(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         # counted in batches: under manual optimisation global_step counts every optimizer's steps
         self._batches += 1
-        if callable(getattr(pl_module, "training_media", None)) and isinstance(batch, dict):
+        if isinstance(pl_module, SupportsTrainingMedia) and isinstance(batch, dict):
             self._last_batch = batch
         if not self.every_n_steps or (self._batches - 1) % self.every_n_steps:
             return
@@ -101,7 +96,7 @@ class WandbMedia(L.Callback):
         for logger in self._loggers(trainer, "log_image") if captions else []:
             images = [image_grid(batch[d][0][: self.max_images]) for d in captions]
             logger.log_image("samples/train", images, step=trainer.global_step, caption=captions)
-        if callable(getattr(pl_module, "training_media", None)):
+        if isinstance(pl_module, SupportsTrainingMedia):
             self._log_method_media(trainer, pl_module, batch)
 
     @rank_zero_only
@@ -134,8 +129,9 @@ class WandbMedia(L.Callback):
                 logger.log_image(name, [grid], step=trainer.global_step, caption=[name])
 
     def _log_eval(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if callable(getattr(pl_module, "eval_media", None)):  # e.g. segmentation: image | ground truth | prediction
+        if isinstance(pl_module, SupportsEvalMedia):  # e.g. segmentation: image | ground truth | prediction
             self._log_method_media(trainer, pl_module, None)
+        # MethodInterface.last_confusion / eval_metrics; a module without them has no tables
         confusion: dict[str, torch.Tensor] = getattr(pl_module, "last_confusion", {})
         metrics = getattr(pl_module, "eval_metrics", {})
         for domain, matrix in confusion.items():

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from syn2real.core.labels import IGNORE_INDEX
 from syn2real.data.digits import (
     DIGIT_CLASSES,
     IMAGE_SIZE,
@@ -52,7 +53,6 @@ __all__ = [
 logger = logging.getLogger("syn2real.data.digits_seg")
 
 DIGIT_SEG_CLASSES: tuple[str, ...] = ("background", *DIGIT_CLASSES)
-IGNORE_INDEX = 255
 # Bump whenever the canvas layout, the label rule or the files written change, so cached folders are rebuilt.
 SEG_FORMAT_VERSION = "digits-seg-v2"  # v2: labels from background-removed tiles
 MANIFEST = "manifest.json"

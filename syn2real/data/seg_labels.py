@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from syn2real.core.labels import IGNORE_INDEX
+
 __all__ = [
     "IGNORE_INDEX",
     "CITYSCAPES_CLASSES",
@@ -25,8 +27,6 @@ __all__ = [
     "palette_for",
     "colorize",
 ]
-
-IGNORE_INDEX = 255
 
 CITYSCAPES_CLASSES: list[str] = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",

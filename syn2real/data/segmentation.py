@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from syn2real.core.labels import IGNORE_INDEX
 from syn2real.data.datamodule import check_fraction, check_loader_options, run_loader, split_indices
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, SameSizeBatches, load_image
 from syn2real.data.transforms import build_transform
@@ -48,7 +49,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 
 
 def load_label(path: Path) -> np.ndarray:

@@ -5,7 +5,7 @@
 - Cycle consistency: λ_cyc (‖G_TS(G_ST(x_s)) − x_s‖₁ + ‖G_ST(G_TS(x_t)) − x_t‖₁), λ_cyc = 1 in CyCADA.
 - Identity (optional): ‖G_ST(x_t) − x_t‖₁ + ‖G_TS(x_s) − x_s‖₁.
 - Semantic consistency with a frozen source model f_S: CE(f_S(G_ST(x_s)), y_s) + CE(f_S(G_TS(x_t)), argmax f_S(x_t)).
-- Task loss on translated source: CE(f_T(G_ST(x_s)), y_s).
+- Task loss on translated source: CE(f_T(G_ST(x_s)), y_s) (:func:`~syn2real.core.cross_entropy.task_cross_entropy`).
 - Relativistic LSGAN (Jolicoeur-Martineau 2019, EnlightenGAN's global discriminator): the discriminator minimises
   ½[(D(real) − E D(fake) − 1)² + (D(fake) − E D(real))²], the generator the same with real and fake swapped.
 
@@ -21,8 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from syn2real.core.cross_entropy import task_cross_entropy
+from syn2real.core.labels import IGNORE_INDEX
+
 __all__ = [
-    "IGNORE_INDEX",
     "cycle_loss",
     "identity_loss",
     "lsgan_discriminator_loss",
@@ -31,12 +33,8 @@ __all__ = [
     "relativistic_lsgan_discriminator_loss",
     "relativistic_lsgan_generator_loss",
     "semantic_consistency_loss",
-    "task_cross_entropy",
     "teacher_labels",
 ]
-
-IGNORE_INDEX = 255
-
 
 def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """½ [mean (D(real) − 1)² + mean D(fake)²] over every patch logit."""
@@ -62,21 +60,6 @@ def identity_loss(
 ) -> torch.Tensor:
     """weight (mean |G_TS(x_s) − x_s| + mean |G_ST(x_t) − x_t|): ``idt_s = G_TS(x_s)``, ``idt_t = G_ST(x_t)``."""
     return weight * (F.l1_loss(idt_s.float(), x_s.float()) + F.l1_loss(idt_t.float(), x_t.float()))
-
-
-def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Cross-entropy for classification (B, C) or segmentation (B, C, H, W) logits. Pixels labelled
-    ``ignore_index`` do not count; a batch whose every pixel is ignored gives 0 (not NaN)."""
-    logits = logits.float()
-    if logits.ndim == 2:
-        return F.cross_entropy(logits, labels)
-    if logits.ndim != labels.ndim + 1 or logits.shape[-2:] != labels.shape[-2:]:
-        raise ValueError(
-            f"segmentation logits (B, C, H, W) need labels (B, H, W); got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    if not bool((labels != ignore_index).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=ignore_index)
 
 
 def teacher_labels(logits: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ class ADDA(DAMethod):
         self.disc_optim_cfg = discriminator_optim or self.optim_cfg
         self.translator: torch.nn.Module | None = None
         if source_translator is not None:
-            from syn2real.methods.cycada import SourceTranslator
+            from syn2real.models.translator import SourceTranslator
 
             self.translator = SourceTranslator(source_translator)
 

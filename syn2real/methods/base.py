@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from syn2real.adversarial.base import Augmentation
-from syn2real.methods.guard import guard_losses
+from syn2real.core.guard import guard_losses
 from syn2real.methods.module import Syn2RealModule
 from syn2real.methods.optim import OptimConfig
 from syn2real.models.checkpoint import load_model_weights

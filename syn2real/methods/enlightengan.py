@@ -13,7 +13,7 @@ One training step (manual optimisation, three Adam optimisers, the official orde
 Evaluation on paired data (``data.eval_low`` / ``data.eval_reference``): PSNR and SSIM of the enhanced images
 against the clean references (``target/psnr``, ``target/ssim``), the same for the dark input
 (``target/psnr_input``, ``target/ssim_input``), and mean brightness of output and reference. Images larger than
-``eval_tile`` are enhanced tile by tile (:func:`syn2real.enhance.enhance_tiled`).
+``eval_tile`` are enhanced tile by tile (:func:`syn2real.models.enlighten.enhance_tiled`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,9 @@ from syn2real.losses.perceptual import self_feature_preserving_loss
 from syn2real.methods.module import Syn2RealModule, null_defaults
 from syn2real.methods.optim import OptimConfig
 from syn2real.methods.update import optimizer_update
-from syn2real.models.enlighten import (
-    LUMA,
-    EnlightenDiscriminatorConfig,
-    EnlightenGeneratorConfig,
-)
+from syn2real.core.luminance import LUMA
+from syn2real.core.rng import preserved_rng
+from syn2real.models.enlighten import EnlightenDiscriminatorConfig, EnlightenGeneratorConfig, enhance_tiled
 from syn2real.models.gan import ImagePool
 from syn2real.models.perceptual import FeatureExtractorConfig
 
@@ -255,8 +253,6 @@ class EnlightenGAN(Syn2RealModule):
         average (``momentum=None``) of the batch statistics of up to ``bn_recalibration`` training batches' low-light
         images (default: a fresh pass of the data module's training loader), forward only, random streams untouched.
         Under DDP the ranks' estimates are averaged so every rank keeps the same buffers. Returns the batches used."""
-        from syn2real.callbacks.checkpoint import preserved_rng
-
         norms = [m for m in self.generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms or not self.bn_recalibration:
             return 0
@@ -306,8 +302,6 @@ class EnlightenGAN(Syn2RealModule):
     # -- evaluation -------------------------------------------------------------------------------
     def enhance(self, x: torch.Tensor) -> torch.Tensor:
         """Inference at any resolution: tiled above ``eval_tile``; output clamped to [-1, 1]."""
-        from syn2real.enhance import enhance_tiled
-
         return enhance_tiled(self.generator, x, self.eval_tile, self.eval_overlap)
 
     def eval_step(self, batch: Any, dataloader_idx: int = 0) -> None:

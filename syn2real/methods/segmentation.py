@@ -99,7 +99,7 @@ class OutputSpaceAdaptation(DAMethod):
             self.load_weights(init_checkpoint)
         self.translator: nn.Module | None = None
         if source_translator is not None:
-            from syn2real.methods.cycada import SourceTranslator
+            from syn2real.models.translator import SourceTranslator
 
             self.translator = SourceTranslator(source_translator)
 

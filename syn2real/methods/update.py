@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from syn2real.core.distributed import average_gradients, backward_local
-from syn2real.methods.guard import guard_losses
+from syn2real.core.guard import guard_losses
 
 __all__ = ["OptimizerUpdate", "frozen", "optimizer_update", "step_schedulers"]
 

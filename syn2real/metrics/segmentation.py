@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-__all__ = ["InferenceConfig", "SegmentationMetrics", "iou_from_confusion", "segment", "sliding_windows"]
+from syn2real.core.labels import IGNORE_INDEX
 
-IGNORE_INDEX = 255
+__all__ = ["InferenceConfig", "SegmentationMetrics", "iou_from_confusion", "segment", "sliding_windows"]
 
 
 def iou_from_confusion(confusion: torch.Tensor) -> torch.Tensor:

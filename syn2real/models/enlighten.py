@@ -16,7 +16,7 @@ All three networks start from the official initialisation (:func:`normal_init`: 
 scales N(1, 0.02), biases 0), under which the generator's output starts close to its input.
 
 Images are in "GAN space", [-1, 1]. The generator pads any input to a multiple of 16 (reflect) and crops back, so
-outputs always have the input's size.
+outputs always have the input's size; :func:`enhance_tiled` runs it on images of any size in bounded memory.
 """
 
 from __future__ import annotations
@@ -28,18 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from syn2real.core.luminance import LUMA
+from syn2real.core.tiling import tiled_forward
+
 __all__ = [
-    "LUMA",
     "AttentionUNet",
     "EnlightenDiscriminator",
     "EnlightenDiscriminatorConfig",
     "EnlightenGeneratorConfig",
+    "enhance_tiled",
     "illumination_attention",
     "normal_init",
 ]
-
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights of R, G, B (the official code's attention map)
-
 
 def illumination_attention(x: torch.Tensor, kind: Literal["luminance", "max"] = "luminance") -> torch.Tensor:
     """A = 1 − Y for images ``x`` (B, 3, H, W) in [-1, 1]: (B, 1, H, W) in [0, 1], 1 where the input is black."""
@@ -218,3 +218,10 @@ class EnlightenDiscriminatorConfig:
 
     def build_local(self) -> EnlightenDiscriminator:
         return normal_init(EnlightenDiscriminator(3, self.ndf, self.local_layers))
+
+
+def enhance_tiled(generator: nn.Module, x: torch.Tensor, tile: int = 512, overlap: int = 32) -> torch.Tensor:
+    """Enhance (B, 3, H, W) images in [-1, 1] with at most ``tile``×``tile`` pixels through the generator at once
+    (:func:`~syn2real.core.tiling.tiled_forward`: windows with ``overlap`` pixels of context on the generator's
+    pooling grid, equal to the whole-image result). Output clamped to [-1, 1]; no gradient."""
+    return tiled_forward(generator, x, tile, overlap).clamp(-1.0, 1.0)

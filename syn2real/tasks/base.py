@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from syn2real.losses.gan import IGNORE_INDEX
+from syn2real.core.labels import IGNORE_INDEX
 
 __all__ = ["Task"]
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig
 from syn2real.callbacks.pseudo_labels import RoundConfig
-from syn2real.callbacks.wandb_media import minmax_unit
-from syn2real.losses.gan import task_cross_entropy
+from syn2real.core.display import display_rgb
+from syn2real.core.cross_entropy import task_cross_entropy
 from syn2real.core.distributed import global_mean_weight
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
@@ -42,12 +42,6 @@ def colorize(labels: torch.Tensor, num_classes: int, colours: torch.Tensor | Non
     colours = torch.cat([colours, torch.full((1, 3), 255, dtype=torch.uint8)]).to(labels.device)
     idx = torch.where((labels >= 0) & (labels < num_classes), labels, torch.full_like(labels, num_classes))
     return colours[idx.long()].permute(0, 3, 1, 2).float() / 255.0
-
-
-def _display(x: torch.Tensor) -> torch.Tensor:
-    """Normalised images -> [0, 1] RGB for display (per-image min-max)."""
-    x = minmax_unit(x)
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
 
 
 class Segmentation(Task):
@@ -182,7 +176,7 @@ class Segmentation(Task):
         if sample is None:
             return {}
         x, y, pred = sample
-        image = F.interpolate(_display(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        image = F.interpolate(display_rgb(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
         return {"segmentation/eval_target": torch.stack([image, self.colorize(module, y), self.colorize(module, pred)])}
 
     def training_media(self, module: Any, batch: dict[str, Any], max_images: int) -> dict[str, torch.Tensor]:
@@ -198,7 +192,7 @@ class Segmentation(Task):
                         continue
                     x, y = item[0][:max_images], item[1][:max_images]
                     pred = self.segment(module.model, x).argmax(dim=1)
-                    rows = [_display(x)]
+                    rows = [display_rgb(x)]
                     if domain == "source":
                         rows += [self.colorize(module, y), self.colorize(module, pred)]
                     else:  # target labels in training are pseudo-labels

@@ -15,7 +15,7 @@ from syn2real.callbacks.checkpoint import (
     AtomicCheckpointIO, ResumeOverrides, RunCheckpoint, changed_hparams, non_finite_entry,
 )
 from syn2real.io import read_checkpoint
-from syn2real.methods.guard import _describe
+from syn2real.core.guard import describe_checkpoint
 
 
 class Opaque:
@@ -84,10 +84,10 @@ def test_nan_guard_message_calls_a_checkpoint_good_only_when_it_is(tmp_path: Pat
     torch.save({"state_dict": bn.state_dict()}, good)
     bn.running_var[0] = float("inf")
     torch.save({"state_dict": bn.state_dict()}, bad)
-    assert _describe(str(good)).startswith(f"the last good checkpoint is {good}")
-    text = _describe(str(bad))
+    assert describe_checkpoint(str(good)).startswith(f"the last good checkpoint is {good}")
+    text = describe_checkpoint(str(bad))
     assert "not good" in text and "'running_var' holds NaN/inf" in text and "last good checkpoint is" not in text
-    assert _describe(None) == "no checkpoint was written before it"
+    assert describe_checkpoint(None) == "no checkpoint was written before it"
 
 
 def test_changed_hparams_lists_nested_differences() -> None:

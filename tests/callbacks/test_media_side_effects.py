@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from syn2real.callbacks.checkpoint import preserved_rng, side_effect_free
+from syn2real.callbacks.checkpoint import side_effect_free
+from syn2real.core.rng import preserved_rng
 from syn2real.callbacks.wandb_media import WandbMedia
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import REPO, config_args, tiny_digits_args
 
-from syn2real.cli import main
+from syn2real.command import main
 from syn2real.methods import SourceOnly
-from syn2real.methods.guard import NonFiniteLossError, check_finite
+from syn2real.core.guard import NonFiniteLossError, check_finite
 
 NAN_STEP = 2  # global step at which NaNSourceOnly's loss turns NaN (the third training step)
 
@@ -76,7 +76,7 @@ def test_gradient_check_names_first_bad_parameter() -> None:
     from types import SimpleNamespace
 
     from syn2real.callbacks.nan_guard import NaNGuard
-    from syn2real.methods.guard import NonFiniteGradientError
+    from syn2real.core.guard import NonFiniteGradientError
 
     net = _Net()
     for p in net.parameters():

@@ -52,7 +52,7 @@ def test_channels_last_converts_weights_and_batches() -> None:
 def test_compiled_run_checkpoint_has_plain_keys_and_loads_uncompiled(tmp_path: Path) -> None:
     """Through the CLI; the ``aot_eager`` backend exercises the wrapping without a C++ build (inductor is the
     default and behaves the same for parameter names)."""
-    from syn2real.cli import main
+    from syn2real.command import main
 
     run = tmp_path / "run"
     main(["fit", *config_args(REPO / "configs" / "digits" / "source_only.yaml"), *tiny_digits_args(max_steps=2),

@@ -54,7 +54,7 @@ def test_layout_errors_name_the_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs" / "visda17").glob("*.yaml")
                                           if p.name not in ("resnet50.yaml", "base.yaml")))
 def test_visda17_configs_parse_and_the_resnet50_overlay_applies(config: str, capsys: pytest.CaptureFixture) -> None:
-    from syn2real.cli import main
+    from syn2real.command import main
 
     folder = REPO / "configs" / "visda17"
     overlays = [[], ["--config", str(folder / "resnet50.yaml")]] if config in ("asg.yaml", "csg.yaml") else [[]]

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from syn2real.core.cross_entropy import task_cross_entropy
 from syn2real.losses.gan import (
     cycle_loss,
     identity_loss,
@@ -14,7 +15,6 @@ from syn2real.losses.gan import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     semantic_consistency_loss,
-    task_cross_entropy,
     teacher_labels,
 )
 

@@ -10,7 +10,7 @@ import torch
 from syn2real.losses.gan import lsgan_generator_loss, semantic_consistency_loss
 from syn2real.methods import ADDA, CyCADA, SourceOnly
 from syn2real.tasks import Classification
-from syn2real.methods.cycada import load_generator
+from syn2real.models.translator import load_generator
 from syn2real.models.gan import GeneratorConfig, PatchDiscriminatorConfig
 from syn2real.models.heads import NetworkConfig
 

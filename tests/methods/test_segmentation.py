@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from syn2real.losses.gan import task_cross_entropy
+from syn2real.core.cross_entropy import task_cross_entropy
 from syn2real.losses.self_training import mrkld_loss
 from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds
 from syn2real.callbacks.pseudo_labels import RoundConfig

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from syn2real.methods.guard import NonFiniteLossError
+from syn2real.core.guard import NonFiniteLossError
 from syn2real.methods.update import frozen, optimizer_update
 
 

@@ -4,7 +4,7 @@
 optimised methods, before each ``manual_backward``). It raises :class:`NonFiniteLossError` naming the term, its value,
 the global step, the method and the last checkpoint on disk, which is never overwritten afterwards (the exception
 leaves the training loop before the checkpoint callback runs again). The ``--nan_guard.enabled false`` switch of the
-CLI (:class:`syn2real.callbacks.nan_guard.NaNGuard`) turns it off.
+CLI (:class:`syn2real.callbacks.nan_guard.NaNGuard`, which also checks gradients) turns it off.
 
 Under DDP the verdict is all-reduced (one scalar per check): the rank with the non-finite term raises the error that
 names it, every other rank raises at the same step instead of waiting forever in the next gradient all-reduce.
@@ -19,7 +19,10 @@ import torch.distributed as dist
 
 from syn2real.io import non_finite_entry, read_checkpoint
 
-__all__ = ["NonFiniteGradientError", "NonFiniteLossError", "check_finite", "guard_losses", "last_good_checkpoint"]
+__all__ = [
+    "ADVICE", "NonFiniteGradientError", "NonFiniteLossError", "check_finite", "describe_checkpoint", "guard_losses",
+    "last_good_checkpoint",
+]
 
 ADVICE = "lower the learning rate, enable gradient clipping or use bf16 instead of 16-mixed"
 
@@ -41,7 +44,7 @@ def last_good_checkpoint(trainer: Any) -> str | None:
     return None
 
 
-def _describe(checkpoint: str | None) -> str:
+def describe_checkpoint(checkpoint: str | None) -> str:
     """Names the last checkpoint as good only after checking on disk that every floating-point tensor of its weights
     and buffers is finite (a BatchNorm ``running_var`` can turn inf steps before a loss does)."""
     if not checkpoint:
@@ -101,11 +104,11 @@ def check_finite(
             rank = f" on rank {dist.get_rank()}" if sync else ""
             raise NonFiniteLossError(
                 f"non-finite loss term '{name}' = {shown} at global step {step}{rank} (method {method}); "
-                f"{_describe(checkpoint)} — {ADVICE}"
+                f"{describe_checkpoint(checkpoint)} — {ADVICE}"
             )
     raise NonFiniteLossError(
         f"a loss term was non-finite on another rank at global step {step} (method {method}; this is rank "
-        f"{dist.get_rank()}, the failing rank's error names the term); {_describe(checkpoint)} — {ADVICE}"
+        f"{dist.get_rank()}, the failing rank's error names the term); {describe_checkpoint(checkpoint)} — {ADVICE}"
     )
 
 
