@@ -59,7 +59,7 @@ from syn2real.models.gan import (
 from syn2real.models.heads import NetworkConfig
 from syn2real.tasks import Classification, Segmentation, Task
 
-__all__ = ["CyCADA", "SourceTranslator", "cycada_gan_optim", "load_generator"]
+__all__ = ["CyCADA", "cycada_gan_optim"]
 
 log = logging.getLogger(__name__)
 
