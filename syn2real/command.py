@@ -110,7 +110,7 @@ def _first_sentence(docstring: str, limit: int = 110) -> str:
 
 def method_summaries(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """``{class name: first docstring line}`` of the methods exported by ``syn2real.methods``, read from the source
-    (no import: listing stays instant); the shared infrastructure of ``methods/base.py`` is not a method."""
+    (no import: listing stays instant); the shared infrastructure (``methods/base.py``, ``methods/optim.py``) is not a method."""
     methods_dir = package_dir / "methods"
     init = ast.parse((methods_dir / "__init__.py").read_text(encoding="utf-8"))
     exported: dict[str, str] = {}  # name -> module file stem
@@ -121,7 +121,7 @@ def method_summaries(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     out: dict[str, str] = {}
     trees: dict[str, ast.Module] = {}
     for name, stem in sorted(exported.items()):
-        if stem == "base":
+        if stem in ("base", "optim"):  # the shared base and the optimiser settings are not methods
             continue
         if stem not in trees:
             trees[stem] = ast.parse((methods_dir / f"{stem}.py").read_text(encoding="utf-8"))

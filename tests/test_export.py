@@ -24,7 +24,8 @@ NET = NetworkConfig(backbone="digits_cnn", num_classes=3, in_chans=1)
 def _config(tmp_path: Path, root: Path) -> Path:
     config = {
         "model": {"class_path": "syn2real.methods.SourceOnly",
-                  "init_args": {"network": {"backbone": "digits_cnn", "num_classes": 3, "in_chans": 1}}},
+                  "init_args": {"task": {"class_path": "syn2real.tasks.Classification", "init_args": {
+                      "network": {"backbone": "digits_cnn", "num_classes": 3, "in_chans": 1}}}}},
         "data": {"class_path": "syn2real.data.DomainPairDataModule", "init_args": {
             "source": {"root": str(root)}, "target": {"root": str(root)}, "image_mode": "L", "num_workers": 0,
             "batch_size": 4, "eval_transforms": [{"name": "Normalize", "mean": [0.25], "std": [0.5]}]}},

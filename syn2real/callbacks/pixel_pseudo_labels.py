@@ -20,7 +20,6 @@ list has labels (diagnostics only, never trained on), the pseudo-labels' pixel a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from syn2real.core.labels import IGNORE_INDEX
+from syn2real.callbacks.pseudo_labels import RoundConfig
 from syn2real.io import atomic_write, write_json_atomic
 from syn2real.losses.self_training import (
     class_balanced_thresholds_from_histogram,
@@ -41,27 +41,7 @@ from syn2real.losses.self_training import (
 )
 from syn2real.metrics.segmentation import iou_from_confusion, segment
 
-__all__ = ["PixelPseudoLabelRounds", "PixelRoundConfig", "write_label_png"]
-
-
-@dataclass
-class PixelRoundConfig:
-    """The pixel self-training schedule (Zou et al., ECCV 2018 / ICCV 2019).
-
-    Args:
-        epochs_per_round: training epochs between two pseudo-labelling rounds (official code: 2; 3 rounds).
-        portion_start / portion_step / portion_cap: p of round r = min(start + r·step, cap) (0.2, 0.05, 0.5).
-        bins: confidence-histogram bins; the threshold is the lower edge of the bin holding the exact value, so it is
-            at most 1/bins looser than the sort-based threshold.
-        filename: per-round record inside ``trainer.default_root_dir``.
-    """
-
-    epochs_per_round: int = 2
-    portion_start: float = 0.2
-    portion_step: float = 0.05
-    portion_cap: float = 0.5
-    bins: int = 10000
-    filename: str = "self_training_rounds.json"
+__all__ = ["PixelPseudoLabelRounds", "write_label_png"]
 
 
 def write_label_png(label: np.ndarray, path: Path) -> None:
@@ -71,10 +51,17 @@ def write_label_png(label: np.ndarray, path: Path) -> None:
 
 
 class PixelPseudoLabelRounds(L.Callback):
-    """Writes each round's pixel pseudo-labels for the target training set (see the module docstring)."""
+    """Writes each round's pixel pseudo-labels for the target training set (see the module docstring).
 
-    def __init__(self, config: PixelRoundConfig | None = None, folder: str = "pseudo_labels") -> None:
-        self.cfg = config or PixelRoundConfig()
+    ``config`` is the images' :class:`~syn2real.callbacks.pseudo_labels.RoundConfig`; pixels always take their
+    thresholds from confidence histograms (``bins``: the threshold is the lower edge of the bin holding the exact
+    value, at most 1/bins looser than the sort-based one), so ``thresholds`` must be ``null`` or ``histogram``."""
+
+    def __init__(self, config: RoundConfig | None = None, folder: str = "pseudo_labels") -> None:
+        self.cfg = config or RoundConfig()
+        if self.cfg.thresholds == "exact":
+            raise ValueError("segmentation self-training computes thresholds from confidence histograms "
+                             "(rounds.thresholds: histogram or null); 'exact' would hold every pixel's probabilities")
         if self.cfg.epochs_per_round < 1 or self.cfg.bins < 1:
             raise ValueError(f"epochs_per_round and bins must be >= 1, got {self.cfg.epochs_per_round}, {self.cfg.bins}")
         self.folder = folder

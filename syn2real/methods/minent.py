@@ -12,23 +12,24 @@ import torch
 
 from syn2real.adversarial.base import Augmentation
 from syn2real.losses.output_space import entropy_loss
-from syn2real.methods.base import Batch, DAMethod
+from syn2real.methods.base import Batch
 from syn2real.methods.module import null_defaults
-from syn2real.methods.optim import OptimConfig, deeplab_optim
+from syn2real.methods.optim import OptimConfig
+from syn2real.methods.source_only import SourceOnly
 from syn2real.models.heads import NetworkConfig
-from syn2real.tasks import Classification, Segmentation, Task
+from syn2real.tasks import Classification, Task
 
 __all__ = ["MinEnt"]
 
 
 @null_defaults(task=lambda: Classification(NetworkConfig()), optim=OptimConfig)
-class MinEnt(DAMethod):
+class MinEnt(SourceOnly):
     """Source supervised loss + ``entropy_weight`` · mean normalised entropy of the target predictions.
 
     Args:
-        task / optim / augment: as for every method; ``optim`` defaults to DeepLab's SGD for segmentation.
+        task / optim / augment / init_checkpoint: as :class:`SourceOnly` (``optim`` defaults to DeepLab's SGD for
+            segmentation; ``init_checkpoint``: e.g. the source-only run).
         entropy_weight: λ_ent (AdvEnt: 0.001).
-        init_checkpoint: start from a syn2real checkpoint's ``model.*`` (e.g. the source-only run).
     """
 
     def __init__(
@@ -36,22 +37,16 @@ class MinEnt(DAMethod):
         task: Task | None = None,
         optim: OptimConfig | None = None,
         augment: Augmentation | None = None,
-        entropy_weight: float = 0.001,
         init_checkpoint: str | None = None,
+        entropy_weight: float = 0.001,
     ) -> None:
-        super().__init__(task=task, optim=optim, augment=augment)
+        super().__init__(task=task, optim=optim, augment=augment, init_checkpoint=init_checkpoint)
         if entropy_weight < 0:
             raise ValueError(f"model.init_args.entropy_weight must be >= 0, got {entropy_weight}")
         self.entropy_weight = float(entropy_weight)
-        if init_checkpoint is not None:
-            self.load_weights(init_checkpoint)
-
-    def default_optim(self) -> OptimConfig:
-        return deeplab_optim() if isinstance(self.task, Segmentation) else OptimConfig()
 
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x_s, y_s = self.source_batch(batch)
-        losses = self.supervised_losses(x_s, y_s)
+        losses = super().compute_losses(batch)
         target_logits = self.task.levels(self.model, batch["target"][0])[0]
         entropy = entropy_loss(target_logits.float().softmax(dim=1))
         losses["target_entropy"] = entropy.detach()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig
+from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds
 from syn2real.callbacks.pseudo_labels import RoundConfig
 from syn2real.core.display import display_rgb
 from syn2real.core.cross_entropy import task_cross_entropy
@@ -111,14 +111,7 @@ class Segmentation(Task):
         if soft:
             raise ValueError("self-training variant 'lrent' (soft labels) is not offered for segmentation; "
                              "use 'cbst' or 'mrkld'")
-        if config.thresholds == "exact":
-            raise ValueError("segmentation self-training computes thresholds from confidence histograms "
-                             "(rounds.thresholds: histogram or null); 'exact' would hold every pixel's probabilities")
-        return PixelPseudoLabelRounds(PixelRoundConfig(
-            epochs_per_round=config.epochs_per_round, portion_start=config.portion_start,
-            portion_step=config.portion_step, portion_cap=config.portion_cap, bins=config.bins,
-            filename=config.filename,
-        ))
+        return PixelPseudoLabelRounds(config)
 
     def pseudo_labelled_target(self, batch: dict[str, Any], rounds: Any
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, PixelRoundConfig, write_label_png
+from syn2real.callbacks.pixel_pseudo_labels import PixelPseudoLabelRounds, write_label_png
+from syn2real.callbacks.pseudo_labels import RoundConfig
 from syn2real.losses.self_training import (
     class_balanced_thresholds,
     class_balanced_thresholds_from_histogram,
@@ -129,7 +130,7 @@ def test_one_round_writes_the_directly_computed_pseudo_labels(tmp_path: Path) ->
     module = _Module(num_classes)
     module.train()
     trainer = _trainer(tmp_path, dataset, ["a", "b", "c", "d"])
-    callback = PixelPseudoLabelRounds(PixelRoundConfig(bins=bins, portion_start=0.3))
+    callback = PixelPseudoLabelRounds(RoundConfig(bins=bins, portion_start=0.3))
     callback.setup(trainer, module, "fit")
     assert dataset.pseudo_label_dir == tmp_path / "pseudo_labels"
     callback.on_fit_start(trainer, module)
@@ -156,16 +157,16 @@ def test_one_round_writes_the_directly_computed_pseudo_labels(tmp_path: Path) ->
     assert module.logged and module.logged[0]["self_training/kept"] == record["kept"]
     # a resumed callback keeps its round and does not recompute
     state = callback.state_dict()
-    restored = PixelPseudoLabelRounds(PixelRoundConfig(bins=bins))
+    restored = PixelPseudoLabelRounds(RoundConfig(bins=bins))
     restored.load_state_dict(state)
     assert restored.round_idx == 0 and torch.equal(restored.thresholds, thresholds)
 
 
 def test_bad_round_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="epochs_per_round and bins must be >= 1"):
-        PixelPseudoLabelRounds(PixelRoundConfig(bins=0))
+        PixelPseudoLabelRounds(RoundConfig(bins=0))
     # fewer bins than classes: a confidence of ~1/C lands in bin 0 and would give the threshold 0
     dataset = _Images(2, 4)
     with pytest.raises(ValueError, match=r"rounds.bins \(3\) must be at least the number of classes \(4\)"):
-        PixelPseudoLabelRounds(PixelRoundConfig(bins=3)).compute_round(_trainer(tmp_path, dataset, list("abcd")),
+        PixelPseudoLabelRounds(RoundConfig(bins=3)).compute_round(_trainer(tmp_path, dataset, list("abcd")),
                                                                       _Module(4), 0)

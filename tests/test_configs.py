@@ -1,0 +1,48 @@
+"""Every config of ``configs/`` parses with its base (README "Composed configs"): the method class, its task and
+every key exist, so a config never rots silently when code moves (e.g. the network under ``model.init_args.task``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import config_args
+from syn2real.command import base_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if base_config(p) is not None)
+
+
+def _parsed(*files: Path) -> dict:
+    from syn2real.command import main
+
+    out = io.StringIO()
+    environ = dict(os.environ)
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main(["fit", *config_args(*files), "--print_config"])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    assert done.value.code in (None, 0), out.getvalue()
+    return yaml.safe_load(out.getvalue())
+
+
+@pytest.mark.slow
+def test_every_method_config_parses_with_its_base() -> None:
+    assert len(CONFIGS) > 40
+    for path in CONFIGS:
+        config = _parsed(path)
+        model = config["model"]
+        task = model["init_args"].get("task")
+        assert task is not None and task["class_path"] in (
+            "syn2real.tasks.Classification", "syn2real.tasks.Segmentation"
+        ) or model["class_path"] == "syn2real.methods.EnlightenGAN", path
+        segmentation = path.parent.name in ("digits_seg", "gta2cityscapes", "synthia2cityscapes")
+        if task is not None:
+            assert task["class_path"].endswith("Segmentation") == segmentation, path
