@@ -11,11 +11,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from syn2real.data.datamodule import DigitsDataModule, DomainPairDataModule, DomainSpec
+    from syn2real.data.datamodule import (
+        BaseDataModule,
+        DigitsDataModule,
+        DomainPairDataModule,
+        DomainSpec,
+        LoaderConfig,
+    )
     from syn2real.data.segmentation import DigitsSegmentationDataModule, SegDomainSpec, SegmentationDataModule
     from syn2real.data.unpaired import UnpairedImageDataModule
 
 _HOMES = {
+    "BaseDataModule": "datamodule", "LoaderConfig": "datamodule",
     "DigitsDataModule": "datamodule", "DomainPairDataModule": "datamodule", "DomainSpec": "datamodule",
     "DigitsSegmentationDataModule": "segmentation", "SegDomainSpec": "segmentation",
     "SegmentationDataModule": "segmentation", "UnpairedImageDataModule": "unpaired",

@@ -1,4 +1,10 @@
-"""One ``LightningDataModule`` for every domain pair.
+"""The data-module base every syn2real data module shares, and one ``LightningDataModule`` for every domain pair.
+
+:class:`BaseDataModule` owns the loaders: a :class:`LoaderConfig` (the flat ``batch_size``, ``eval_batch_size``,
+``num_workers``, ``pin_memory``, ``shuffle``, ``drop_last`` keys of ``data.init_args``), the tables naming which
+datasets are trained on, evaluated (in :attr:`BaseDataModule.eval_domains` order) and predicted, our samplers with
+exact resume (:mod:`syn2real.data.resumable`), and the four dataloader methods. A concrete data module only builds
+its datasets (:meth:`BaseDataModule.build_datasets`).
 
 Training batches are ``{"source": (x_s, y_s), "target": (x_t, y_t)}`` from Lightning's ``CombinedLoader``
 in ``max_size_cycle`` mode, so the shorter domain cycles. ``y_t`` is ``-1`` where unknown; where the
@@ -13,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -34,8 +40,8 @@ from syn2real.data.resumable import ResumableLoader, ResumableSampler, SeededIte
 from syn2real.data.transforms import build_transform, seed_worker_transforms
 
 __all__ = [
-    "DomainSpec", "DomainPairDataModule", "check_fraction", "check_loader_options", "check_min", "run_loader",
-    "run_sampler", "split_indices",
+    "BaseDataModule", "DomainSpec", "DomainPairDataModule", "LoaderConfig", "check_fraction", "check_loader_options",
+    "check_min", "run_sampler", "split_indices",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,9 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(perm[n_held:]), sorted(perm[:n_held])
 
 
-def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = True, drop_last: bool = True) -> Sampler | None:
+def run_sampler(
+    dataset: Dataset, train: bool, trainer: Any, shuffle: bool = True, drop_last: bool = True
+) -> Sampler | None:
     """Our own samplers, so runs are reproducible across world sizes.
 
     Training always draws from one seeded permutation per epoch (``DistributedSampler`` semantics);
@@ -108,32 +116,142 @@ def run_sampler(dataset: Dataset, train: bool, trainer: Any, shuffle: bool = Tru
     return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
 
 
-def run_loader(dm: L.LightningDataModule, dataset: Dataset, train: bool) -> DataLoader:
-    """The loader of a syn2real data module (its ``batch_size``, ``eval_batch_size``, ``num_workers``, ``pin_memory``,
-    ``shuffle``, ``drop_last``): :func:`run_sampler` order, and workers that reseed their augmentations.
+@dataclass
+class LoaderConfig:
+    """How a data module's loaders batch and order items: the ``data.init_args`` keys every data module shares.
 
-    Training loaders are :class:`~syn2real.data.resumable.ResumableLoader` over :class:`SeededItems`: their position
-    is saved in every checkpoint and each item is augmented from its own seed, so ``--ckpt_path`` of a mid-epoch
-    checkpoint continues with exactly the batches (and augmentations) of the uninterrupted run."""
-    workers = dm.num_workers
-    loader_cls = ResumableLoader if train else DataLoader
-    return loader_cls(
-        SeededItems(dataset) if train else dataset,
-        batch_size=dm.batch_size if train else dm.eval_batch_size,
-        shuffle=False,  # order comes from the sampler
-        sampler=run_sampler(dataset, train, dm.trainer, dm.shuffle, dm.drop_last),
-        drop_last=train and dm.drop_last and len(dataset) >= dm.batch_size,  # type: ignore[arg-type]
-        num_workers=workers,
-        pin_memory=dm.pin_memory,
-        persistent_workers=workers > 0,
-        worker_init_fn=seed_worker_transforms if workers > 0 else None,
-        # starting a pass draws the workers' base seed: from the loader's own generator, never from the global one
-        # (a resumed run starts passes at other moments than the uninterrupted run)
-        generator=torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))) if train else None,
-    )
+    Args:
+        batch_size: training batch of each domain.
+        eval_batch_size: evaluation and prediction batch; ``None``: ``batch_size``.
+        num_workers: loader worker processes (0: in the main process).
+        pin_memory: page-locked batches for faster host-to-GPU copies.
+        shuffle: a new seeded permutation per epoch for training (else the dataset order).
+        drop_last: drop each training pass's last incomplete batch (kept when the dataset is smaller than a batch).
+    """
+
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 2
+    pin_memory: bool = False
+    shuffle: bool = True
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        check_loader_options(self.batch_size, self.eval_batch_size, self.num_workers)
+        self.eval_batch_size = self.eval_batch_size or self.batch_size
 
 
-class DomainPairDataModule(L.LightningDataModule):
+class BaseDataModule(L.LightningDataModule):
+    """The loaders of every syn2real data module; a subclass implements :meth:`build_datasets`.
+
+    :meth:`setup` builds the datasets once into :attr:`datasets` and lists the evaluation domains present
+    (:attr:`eval_domains`, in :attr:`eval_keys` order); the training loader pairs the :attr:`train_keys` datasets
+    with ``CombinedLoader(max_size_cycle)``; validation and test return one loader per evaluation domain; prediction
+    reads :attr:`predict_key`. Training loaders are :class:`~syn2real.data.resumable.ResumableLoader` over
+    :class:`SeededItems` (:func:`run_sampler` order): their position is saved in every checkpoint and each item is
+    augmented from its own seed, so ``--ckpt_path`` of a mid-epoch checkpoint continues with exactly the batches (and
+    augmentations) of the uninterrupted run.
+    """
+
+    #: training batch key -> dataset key; the loaders are paired in this order
+    train_keys: ClassVar[dict[str, str]] = {"source": "source_train", "target": "target_train"}
+    #: evaluation domain -> dataset key; :attr:`eval_domains` keeps this order
+    eval_keys: ClassVar[dict[str, str]] = {"target": "target_eval", "source": "source_val"}
+    #: dataset of ``predict_dataloader`` (``None``: this data module has no prediction set)
+    predict_key: ClassVar[str | None] = "target_predict"
+
+    def __init__(self, loader: LoaderConfig) -> None:
+        super().__init__()
+        self.loader_config = loader
+        self.classes: list[str] | None = None
+        self.eval_domains: list[str] = []
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- the loader options, as attributes (callbacks read ``eval_batch_size``) -----------------------
+    @property
+    def batch_size(self) -> int:
+        return self.loader_config.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.loader_config.eval_batch_size  # type: ignore[return-value]  # resolved by LoaderConfig
+
+    @property
+    def num_workers(self) -> int:
+        return self.loader_config.num_workers
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.loader_config.pin_memory
+
+    @property
+    def shuffle(self) -> bool:
+        return self.loader_config.shuffle
+
+    @property
+    def drop_last(self) -> bool:
+        return self.loader_config.drop_last
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is None:
+            raise RuntimeError("classes are known after setup()")
+        return len(self.classes)
+
+    # -- datasets ---------------------------------------------------------------------------------
+    def build_datasets(self) -> dict[str, Dataset]:
+        """Every dataset of this data module by key (those of :attr:`train_keys`, the present ones of
+        :attr:`eval_keys`, :attr:`predict_key`); called once, by the first :meth:`setup`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_datasets()")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.datasets = self.build_datasets()
+        self.eval_domains = [d for d, key in self.eval_keys.items() if key in self.datasets]
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def make_loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """The loader of ``dataset`` with this module's :class:`LoaderConfig`: :func:`run_sampler` order, and workers
+        that reseed their augmentations; a :class:`ResumableLoader` over :class:`SeededItems` for training."""
+        cfg = self.loader_config
+        workers = cfg.num_workers
+        loader_cls = ResumableLoader if train else DataLoader
+        return loader_cls(
+            SeededItems(dataset) if train else dataset,
+            batch_size=cfg.batch_size if train else cfg.eval_batch_size,
+            shuffle=False,  # order comes from the sampler
+            sampler=run_sampler(dataset, train, self.trainer, cfg.shuffle, cfg.drop_last),
+            drop_last=train and cfg.drop_last and len(dataset) >= cfg.batch_size,  # type: ignore[arg-type]
+            num_workers=workers,
+            pin_memory=cfg.pin_memory,
+            persistent_workers=workers > 0,
+            worker_init_fn=seed_worker_transforms if workers > 0 else None,
+            # starting a pass draws the workers' base seed: from the loader's own generator, never from the global
+            # one (a resumed run starts passes at other moments than the uninterrupted run)
+            generator=torch.Generator().manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0))) if train else None,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {name: self.make_loader(self.datasets[key], train=True) for name, key in self.train_keys.items()}
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        return [self.make_loader(self.datasets[self.eval_keys[d]], train=False) for d in self.eval_domains]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_key is None:
+            return super().predict_dataloader()  # Lightning's "must be implemented" error
+        return self.make_loader(self.datasets[self.predict_key], train=False)
+
+
+class DomainPairDataModule(BaseDataModule):
     """Labelled source train, unlabelled target train, labelled target val/test.
 
     Args:
@@ -152,9 +270,9 @@ class DomainPairDataModule(L.LightningDataModule):
             rest is the unlabelled training pool; ``None`` uses all target images for both (transductive).
         split_seed: seed of both splits.
         in_memory: decode every image once at setup (small datasets such as digits).
+        batch_size / eval_batch_size / num_workers / pin_memory / shuffle / drop_last: the loaders
+            (:class:`LoaderConfig`).
     """
-
-    _EVAL_KEYS = {"target": "target_eval", "source": "source_val"}
 
     def __init__(
         self,
@@ -177,17 +295,13 @@ class DomainPairDataModule(L.LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
-        check_loader_options(batch_size, eval_batch_size, num_workers)
+        super().__init__(LoaderConfig(batch_size, eval_batch_size, num_workers, pin_memory, shuffle, drop_last))
         check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
         check_fraction("target_split", target_split, zero_ok=False)  # None: the transductive protocol
         self.source = source
         self.target = target
         self.target_eval = target_eval
         self.classes = list(classes) if classes is not None else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.image_mode = image_mode
         self.train_transforms_spec = train_transforms
         self.eval_transforms_spec = eval_transforms
@@ -196,11 +310,6 @@ class DomainPairDataModule(L.LightningDataModule):
         self.target_split = target_split
         self.split_seed = split_seed
         self.in_memory = in_memory
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.pin_memory = pin_memory
-        self.eval_domains: list[str] = []
-        self.datasets: dict[str, Dataset] = {}
 
     # -- construction -----------------------------------------------------------------------------
     def _domain(self, spec: DomainSpec | None, key: str, classes: list[str] | None) -> Any:
@@ -215,9 +324,8 @@ class DomainPairDataModule(L.LightningDataModule):
             return ImageListDataset(spec.root, spec.list_file, **kwargs)
         return UnlabelledFolderDataset(spec.root, **kwargs)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def build_datasets(self) -> dict[str, Dataset]:
+        datasets: dict[str, Dataset] = {}
         train_tf = build_transform(self.train_transforms_spec, "data.train_transforms")
         eval_tf = build_transform(self.eval_transforms_spec, "data.eval_transforms")
         target_tf = (
@@ -236,30 +344,30 @@ class DomainPairDataModule(L.LightningDataModule):
         self._check_classes(target, "target")
 
         src_train, src_val = split_indices(len(source), self.source_val_fraction, self.split_seed)
-        self.datasets["source_train"] = TransformedSubset(source, src_train, train_tf)
+        datasets["source_train"] = TransformedSubset(source, src_train, train_tf)
         if src_val:
-            self.datasets["source_val"] = TransformedSubset(source, src_val, eval_tf)
+            datasets["source_val"] = TransformedSubset(source, src_val, eval_tf)
 
         if self.target_eval is not None:
             target_eval = self._domain(self.target_eval, "target_eval", self._classes_for(self.target_eval))
             self._check_classes(target_eval, "target_eval")
-            self.datasets["target_train"] = TransformedSubset(target, range(len(target)), target_tf, return_index=True)
-            self.datasets["target_eval"] = TransformedSubset(target_eval, range(len(target_eval)), eval_tf)
+            datasets["target_train"] = TransformedSubset(target, range(len(target)), target_tf, return_index=True)
+            datasets["target_eval"] = TransformedSubset(target_eval, range(len(target_eval)), eval_tf)
         else:
             if self.target_split is not None:
                 tgt_train, tgt_eval = split_indices(len(target), self.target_split, self.split_seed)
             else:
                 tgt_train = tgt_eval = list(range(len(target)))
-            self.datasets["target_train"] = TransformedSubset(target, tgt_train, target_tf, return_index=True)
+            datasets["target_train"] = TransformedSubset(target, tgt_train, target_tf, return_index=True)
             if self.target is not None and self.target.format != "unlabelled":
-                self.datasets["target_eval"] = TransformedSubset(target, tgt_eval, eval_tf)
+                datasets["target_eval"] = TransformedSubset(target, tgt_eval, eval_tf)
             else:
                 log.warning("target domain is unlabelled and no data.target_eval is given: no target metrics")
 
-        self.datasets["target_predict"] = TransformedSubset(target, self.datasets["target_train"].indices, eval_tf)
-        self.eval_domains = [d for d, key in self._EVAL_KEYS.items() if key in self.datasets]
-        sizes = {k: len(v) for k, v in self.datasets.items()}
+        datasets["target_predict"] = TransformedSubset(target, datasets["target_train"].indices, eval_tf)
+        sizes = {k: len(v) for k, v in datasets.items()}
         log.info("datasets: %s, %d classes", sizes, len(self.classes))
+        return datasets
 
     def _check_inferred_classes(self, source: ImageListDataset) -> None:
         """Classes counted from the source list's largest label: a label beyond the class count of another labelled
@@ -294,35 +402,6 @@ class DomainPairDataModule(L.LightningDataModule):
                 f"class set of data.{key} ({dataset.root}) differs from the source's: "
                 f"{list(dataset.classes)} vs {self.classes}"
             )
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is None:
-            raise RuntimeError("classes are known after setup()")
-        return len(self.classes)
-
-    # -- loaders ----------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return run_loader(self, dataset, train)
-
-    def train_dataloader(self) -> CombinedLoader:
-        loaders = {
-            "source": self._loader(self.datasets["source_train"], train=True),
-            "target": self._loader(self.datasets["target_train"], train=True),
-        }
-        return CombinedLoader(loaders, mode="max_size_cycle")
-
-    def _eval_loaders(self) -> list[DataLoader]:
-        return [self._loader(self.datasets[self._EVAL_KEYS[d]], train=False) for d in self.eval_domains]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["target_predict"], train=False)
 
 
 class DigitsDataModule(DomainPairDataModule):
@@ -401,11 +480,11 @@ class DigitsDataModule(DomainPairDataModule):
         if self._missing_domains():
             self._render()
 
-    def setup(self, stage: str | None = None) -> None:
+    def build_datasets(self) -> dict[str, Dataset]:
         if self._missing_domains():
             paths = self._render()  # already rendered by prepare_data: this only reads the manifests
             if self.source is None or self.source.root is None:
                 self.source = DomainSpec(root=str(paths[self.source_domain]))
             if self.target is None or self.target.root is None:
                 self.target = DomainSpec(root=str(paths["mnist"]))
-        super().setup(stage)
+        return super().build_datasets()

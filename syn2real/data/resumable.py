@@ -1,6 +1,6 @@
 """Training loaders that a run killed mid-epoch continues exactly where it stopped.
 
-Three pieces, used by :func:`syn2real.data.datamodule.run_loader` for every training loader:
+Three pieces, used by :meth:`syn2real.data.datamodule.BaseDataModule.make_loader` for every training loader:
 
 - :class:`ResumableSampler`: ``DistributedSampler`` order (one seeded permutation per epoch, rank ``r`` of ``W`` takes
   every ``W``-th index) that yields ``(index, item_seed)`` and can skip the items already consumed in the current pass;

@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cv2
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from syn2real.core.labels import IGNORE_INDEX
-from syn2real.data.datamodule import check_fraction, check_loader_options, run_loader, split_indices
+from syn2real.data.datamodule import BaseDataModule, LoaderConfig, check_fraction, split_indices
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, SameSizeBatches, load_image
 from syn2real.data.transforms import build_transform
 
@@ -224,7 +222,7 @@ class SegDomainSpec:
     labelled: bool = True
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(BaseDataModule):
     """Labelled source, unlabelled target and labelled target evaluation for semantic segmentation.
 
     Args:
@@ -232,7 +230,8 @@ class SegmentationDataModule(L.LightningDataModule):
         target: target training list (Cityscapes ``train.txt``); labels, if read, are for diagnostics only.
         target_eval: labelled target evaluation list (Cityscapes ``val.txt``).
         classes: class names in train-id order; default ``classes.txt`` beside the source list.
-        batch_size / eval_batch_size / num_workers / pin_memory / shuffle / drop_last: the loaders.
+        batch_size / eval_batch_size / num_workers / pin_memory / shuffle / drop_last: the loaders
+            (:class:`~syn2real.data.datamodule.LoaderConfig`).
         image_mode: ``RGB`` or ``L``.
         train_transforms: albumentations pipeline of source images + labels (resize, random scale, crop, flip,
             colour jitter, normalise).
@@ -243,8 +242,6 @@ class SegmentationDataModule(L.LightningDataModule):
         source_val_fraction: a seeded fraction of the source held out as a ``source`` evaluation domain.
         split_seed: seed of that split.
     """
-
-    _EVAL_KEYS = {"target": "target_eval", "source": "source_val"}
 
     def __init__(
         self,
@@ -266,14 +263,10 @@ class SegmentationDataModule(L.LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
-        check_loader_options(batch_size, eval_batch_size, num_workers)
+        super().__init__(LoaderConfig(batch_size, eval_batch_size, num_workers, pin_memory, shuffle, drop_last))
         check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
         self.source, self.target, self.target_eval = source, target, target_eval
         self.classes = list(classes) if classes is not None else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.image_mode = image_mode
         self.train_transforms_spec = train_transforms
         self.target_train_transforms_spec = target_train_transforms
@@ -281,9 +274,6 @@ class SegmentationDataModule(L.LightningDataModule):
         self.eval_label_resolution = eval_label_resolution
         self.source_val_fraction = source_val_fraction
         self.split_seed = split_seed
-        self.shuffle, self.drop_last, self.pin_memory = shuffle, drop_last, pin_memory
-        self.eval_domains: list[str] = []
-        self.datasets: dict[str, Dataset] = {}
 
     @property
     def palette(self) -> np.ndarray | None:
@@ -301,9 +291,8 @@ class SegmentationDataModule(L.LightningDataModule):
             )
         return spec.list_file
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def build_datasets(self) -> dict[str, Dataset]:
+        datasets: dict[str, Dataset] = {}
         source_list = self._list(self.source, "source")
         if self.classes is None:
             self.classes = read_classes(source_list)
@@ -333,47 +322,20 @@ class SegmentationDataModule(L.LightningDataModule):
             val = SegmentationListDataset(source_list, n, eval_tf, mode, True, False, self.eval_label_resolution)
             source.images, source.labels = [source.images[i] for i in keep], [source.labels[i] for i in keep]
             val.images, val.labels = [val.images[i] for i in held], [val.labels[i] for i in held]
-            self.datasets["source_val"] = val
-        self.datasets["source_train"] = source
+            datasets["source_val"] = val
+        datasets["source_train"] = source
         target_list = self._list(self.target, "target")
         labelled = bool(self.target.labelled)  # type: ignore[union-attr]
-        self.datasets["target_train"] = SegmentationListDataset(target_list, n, target_tf, mode, False, True)
+        datasets["target_train"] = SegmentationListDataset(target_list, n, target_tf, mode, False, True)
         # pseudo-labelling input: evaluation transforms, labels (if any) resized with the image for diagnostics
-        self.datasets["target_predict"] = SegmentationListDataset(target_list, n, eval_tf, mode, labelled, True)
+        datasets["target_predict"] = SegmentationListDataset(target_list, n, eval_tf, mode, labelled, True)
         if self.target_eval is not None and self.target_eval.list_file is not None:
-            self.datasets["target_eval"] = SegmentationListDataset(
+            datasets["target_eval"] = SegmentationListDataset(
                 self.target_eval.list_file, n, eval_tf, mode, True, False, self.eval_label_resolution)
         else:
             log.warning("no data.target_eval list: no target metrics")
-        self.eval_domains = [d for d, key in self._EVAL_KEYS.items() if key in self.datasets]
-        log.info("segmentation datasets: %s, %d classes", {k: len(v) for k, v in self.datasets.items()}, n)
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is None:
-            raise RuntimeError("classes are known after setup()")
-        return len(self.classes)
-
-    def train_dataloader(self) -> CombinedLoader:
-        loaders = {
-            "source": run_loader(self, self.datasets["source_train"], train=True),
-            "target": run_loader(self, self.datasets["target_train"], train=True),
-        }
-        return CombinedLoader(loaders, mode="max_size_cycle")
-
-    def _eval_loaders(self) -> list[DataLoader]:
-        return [run_loader(self, self.datasets[self._EVAL_KEYS[d]], train=False) for d in self.eval_domains]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders()
-
-    def predict_dataloader(self) -> DataLoader:
-        return run_loader(self, self.datasets["target_predict"], train=False)
-
-
+        log.info("segmentation datasets: %s, %d classes", {k: len(v) for k, v in datasets.items()}, n)
+        return datasets
 
 
 class DigitsSegmentationDataModule(SegmentationDataModule):
@@ -447,7 +409,7 @@ class DigitsSegmentationDataModule(SegmentationDataModule):
         if self._missing():
             self._lists()
 
-    def setup(self, stage: str | None = None) -> None:
+    def build_datasets(self) -> dict[str, Dataset]:
         if self._missing():
             lists = self._lists()  # built by prepare_data: this only checks the manifest
             if self.source is None or self.source.list_file is None:
@@ -456,4 +418,4 @@ class DigitsSegmentationDataModule(SegmentationDataModule):
                 self.target = SegDomainSpec(str(lists["mnist_train"]), labelled=True)  # labels: diagnostics only
             if self.target_eval is None or self.target_eval.list_file is None:
                 self.target_eval = SegDomainSpec(str(lists["mnist_val"]))
-        super().setup(stage)
+        return super().build_datasets()

@@ -21,14 +21,12 @@ from typing import Any
 
 import albumentations as A
 import cv2
-import lightning as L
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from syn2real.data.datamodule import check_loader_options, check_min, run_loader
+from syn2real.data.datamodule import BaseDataModule, LoaderConfig, check_min
 from syn2real.data.datasets import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -117,7 +115,7 @@ class PairedFolderDataset(SameSizeBatches, Dataset):
         return to_gan_tensor(self._resize(low)), to_gan_tensor(self._resize(ref))
 
 
-class UnpairedImageDataModule(L.LightningDataModule):
+class UnpairedImageDataModule(BaseDataModule):
     """Unpaired low-light / normal-light folders for training, optional paired folders for evaluation.
 
     Args:
@@ -131,7 +129,12 @@ class UnpairedImageDataModule(L.LightningDataModule):
         eval_batch_size: 1 unless every evaluation image has the same size.
         eval_max_side: downsize evaluation pairs to this longer side (``None``: full resolution, enhanced tile by
             tile by the method).
+        num_workers / pin_memory / shuffle / drop_last: the loaders (:class:`~syn2real.data.datamodule.LoaderConfig`).
     """
+
+    train_keys = {"low": "low", "normal": "normal"}
+    eval_keys = {"target": "eval"}  # the paired evaluation set, when given
+    predict_key = None
 
     def __init__(
         self,
@@ -152,7 +155,6 @@ class UnpairedImageDataModule(L.LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
         if root is not None:
             base = Path(root)
             if not base.is_dir():
@@ -164,7 +166,7 @@ class UnpairedImageDataModule(L.LightningDataModule):
             normal = normal or str(base / "train" / "normal")
             if eval_low is None and (base / "test" / "low").is_dir():
                 eval_low, eval_reference = str(base / "test" / "low"), eval_reference or str(base / "test" / "reference")
-        check_loader_options(batch_size, eval_batch_size, num_workers)
+        super().__init__(LoaderConfig(batch_size, eval_batch_size, num_workers, pin_memory, shuffle, drop_last))
         for key, value in (("crop_size", crop_size), ("repeat", repeat), ("eval_max_side", eval_max_side)):
             check_min(key, value, 1)
         if (eval_low is None) != (eval_reference is None):
@@ -172,11 +174,7 @@ class UnpairedImageDataModule(L.LightningDataModule):
         self.low, self.normal = low, normal
         self.eval_low, self.eval_reference = eval_low, eval_reference
         self.crop_size, self.flip, self.repeat = crop_size, flip, repeat
-        self.batch_size, self.eval_batch_size, self.eval_max_side = batch_size, eval_batch_size, eval_max_side
-        self.num_workers, self.in_memory = num_workers, in_memory
-        self.shuffle, self.drop_last, self.pin_memory = shuffle, drop_last, pin_memory
-        self.datasets: dict[str, Dataset] = {}
-        self.eval_domains: list[str] = []
+        self.eval_max_side, self.in_memory = eval_max_side, in_memory
 
     def train_transform(self) -> A.Compose:
         size = self.crop_size
@@ -189,9 +187,8 @@ class UnpairedImageDataModule(L.LightningDataModule):
         steps += [A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0), ToTensorV2()]
         return A.Compose(steps, seed=run_seed())  # reproducible crops (see syn2real.data.transforms)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def build_datasets(self) -> dict[str, Dataset]:
+        datasets: dict[str, Dataset] = {}
         transform = self.train_transform()
         for key in ("low", "normal"):
             folder = getattr(self, key)
@@ -200,23 +197,10 @@ class UnpairedImageDataModule(L.LightningDataModule):
             if not Path(folder).is_dir():
                 raise DatasetLayoutError(f"data.{key} folder {folder} does not exist")
             dataset = UnlabelledFolderDataset(folder, transform=transform, mode="RGB", in_memory=self.in_memory)
-            self.datasets[key] = RepeatedDataset(dataset, self.repeat)
+            datasets[key] = RepeatedDataset(dataset, self.repeat)
         if self.eval_low is not None:
-            self.datasets["eval"] = PairedFolderDataset(self.eval_low, self.eval_reference, self.eval_max_side)
-            self.eval_domains = ["target"]
+            datasets["eval"] = PairedFolderDataset(self.eval_low, self.eval_reference, self.eval_max_side)
         else:
             log.warning("no data.eval_low / data.eval_reference: enhancement is trained without PSNR/SSIM evaluation")
-        log.info("datasets: %s", {k: len(v) for k, v in self.datasets.items()})  # type: ignore[arg-type]
-
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return run_loader(self, dataset, train)
-
-    def train_dataloader(self) -> CombinedLoader:
-        loaders = {k: self._loader(self.datasets[k], train=True) for k in ("low", "normal")}
-        return CombinedLoader(loaders, mode="max_size_cycle")
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.datasets["eval"], train=False)] if "eval" in self.datasets else []
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self.val_dataloader()
+        log.info("datasets: %s", {k: len(v) for k, v in datasets.items()})  # type: ignore[arg-type]
+        return datasets
