@@ -186,5 +186,5 @@ def test_setup_prefers_its_own_weights_and_needs_some(tmp_path: Path) -> None:
     cb.setup(SimpleNamespace(), _method_with(cfg), "validate")
     assert cb.guide.get_classifier().out_features == 5
     assert torch.equal(cb.guide.features[0][0].weight, source.features[0][0].weight)
-    with pytest.raises(ValueError, match="neither diagnostics.weights nor model.init_args.network.weights"):
+    with pytest.raises(ValueError, match="neither diagnostics.weights nor model.init_args.task.init_args.network.weights"):
         GeneralisationDiagnostics().setup(SimpleNamespace(), _method_with(cfg), "fit")
