@@ -73,6 +73,38 @@ def _launch_rank() -> int:
     return 0
 
 
+# Hyper-parameters of checkpoints written before methods took an injected task (syn2real <= 0.1 before the task
+# split): the network (and segmentation's inference / aux_weight) sat on the method, segmentation had its own classes.
+_SEGMENTATION_CLASSES = {
+    "syn2real.methods.SegSourceOnly": "syn2real.methods.SourceOnly",
+    "syn2real.methods.SegSelfTraining": "syn2real.methods.SelfTraining",
+    "syn2real.methods.SegCyCADA": "syn2real.methods.CyCADA",
+    "syn2real.methods.OutputSpaceAdaptation": "syn2real.methods.OutputSpaceAdaptation",
+}
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The saved hyper-parameters of a checkpoint in today's layout: a checkpoint written before the task split
+    (``network`` on the method, ``SegSourceOnly``/``SegSelfTraining``/``SegCyCADA``) gets ``task:`` with its network,
+    and segmentation's ``inference``/``aux_weight`` move into it; today's hyper-parameters are returned unchanged.
+    The weights (``model.*``) did not move, so only the hyper-parameters need this."""
+    if "task" in hparams or "network" not in hparams or "_class_path" not in hparams:
+        return hparams
+    hparams = dict(hparams)
+    class_path = str(hparams["_class_path"])
+    segmentation = class_path in _SEGMENTATION_CLASSES
+    hparams["_class_path"] = _SEGMENTATION_CLASSES.get(class_path, class_path)
+    task_args: dict[str, Any] = {"network": hparams.pop("network")}
+    if segmentation:
+        for key in ("inference", "aux_weight"):
+            if key in hparams:
+                task_args[key] = hparams.pop(key)
+    hparams.pop("ignore_index", None)  # CyCADA's segmentation-only argument: the task's ignore index now
+    task = "syn2real.tasks.Segmentation" if segmentation else "syn2real.tasks.Classification"
+    hparams["task"] = {"class_path": task, "init_args": task_args}
+    return hparams
+
+
 def _explicit_model_keys(args: list[str]) -> list[str]:
     """The ``--model.*`` keys written on the command line (not in a config file)."""
     keys = []
@@ -134,7 +166,7 @@ class Syn2RealCLI(LightningCLI):
         checkpoint = read_checkpoint(ckpt_path, LIGHTNING_CHECKPOINT, require=("state_dict",))
         if subcommand == "fit":
             return
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams = upgrade_hparams(dict(checkpoint.get("hyper_parameters") or {}))
         hparams.pop("_instantiator", None)
         explicit = _explicit_model_keys(self._argv)
         if not hparams or "model" in explicit or "model.class_path" in explicit:

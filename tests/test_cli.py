@@ -192,3 +192,21 @@ def test_visda_config_runs_on_a_tiny_tree_in_the_official_layout(tmp_path: Path)
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"target/acc", "target/acc_class_mean", "target/acc_class/truck"} <= set(metrics)
+
+
+def test_old_hyper_parameters_get_the_task_layout() -> None:
+    from syn2real.cli import upgrade_hparams
+
+    network = {"backbone": "resnet18", "num_classes": 10}
+    old = {"_class_path": "syn2real.methods.DANN", "network": network, "optim": None, "lambda_max": 1.0}
+    assert upgrade_hparams(old) == {"_class_path": "syn2real.methods.DANN", "optim": None, "lambda_max": 1.0,
+                                    "task": {"class_path": "syn2real.tasks.Classification",
+                                             "init_args": {"network": network}}}
+    old_cycada = {"_class_path": "syn2real.methods.SegCyCADA", "network": network, "inference": {"mode": "whole"},
+                  "aux_weight": 0.1, "ignore_index": 255, "lambda_gan": 1.0}
+    assert upgrade_hparams(old_cycada) == {
+        "_class_path": "syn2real.methods.CyCADA", "lambda_gan": 1.0,
+        "task": {"class_path": "syn2real.tasks.Segmentation",
+                 "init_args": {"network": network, "inference": {"mode": "whole"}, "aux_weight": 0.1}}}
+    today = {"_class_path": "syn2real.methods.DANN", "task": {"class_path": "syn2real.tasks.Classification"}}
+    assert upgrade_hparams(today) is today

@@ -111,3 +111,37 @@ def test_synthia_16_classes_source_only(tmp_path: Path) -> None:
 def test_a_class_count_mismatch_between_network_and_lists_fails_loudly(gta2cs_lists: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.task.network.num_classes is 16 but the data has 19 classes"):
         fit(seg_config("SourceOnly", gta2cs_lists, num_classes=16), tmp_path / "mismatch")
+
+
+def test_a_checkpoint_from_before_the_task_split_evaluates(gta2cs_lists: dict, seg_source_run: Path,
+                                                         tmp_path: Path) -> None:
+    """A segmentation checkpoint written before methods took a ``task:`` (``SegSourceOnly`` with ``network``,
+    ``inference`` and ``aux_weight`` on the method) is evaluated with its own hyper-parameters, to the same numbers."""
+    import os
+    import sys
+
+    from seg_runs import write_config
+
+    from syn2real.command import main
+
+    ckpt = _load(seg_source_run)
+    hparams = dict(ckpt["hyper_parameters"])
+    task = hparams.pop("task")["init_args"]
+    hparams.update(_class_path="syn2real.methods.SegSourceOnly", **task)
+    ckpt["hyper_parameters"] = hparams
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    config = seg_config("SourceOnly", gta2cs_lists)  # its model is replaced by the checkpoint's hyper-parameters
+    file = write_config(config, tmp_path / "test.yaml")
+    argv, environ = sys.argv, dict(os.environ)
+    sys.argv = ["syn2real"]
+    try:
+        main(["test", "--config", str(file), "--ckpt_path", str(old), "--trainer.default_root_dir",
+              str(tmp_path / "eval_run"), "--eval_name", "old"])
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+    m = json.loads((tmp_path / "eval_run" / "eval" / "old" / "metrics.json").read_text())
+    fit_metrics = json.loads((seg_source_run / "metrics.json").read_text())
+    assert m["target/miou"] == pytest.approx(fit_metrics["target/miou"], abs=1e-6)
