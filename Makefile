@@ -168,7 +168,7 @@ generalisation-results: install
 # Segmentation on the embedded digits canvases (synthetic -> real MNIST strokes, 11 classes, mIoU): source only, then
 # AdvEnt and CBST from each seed's source-only checkpoint, and the in-domain oracle; mean ± std (~1-3 min per run on
 # one CPU thread).
-SEG_METHODS = source_continued advent cbst
+SEG_METHODS = source_continued advent cbst dacs mic
 seg-results: install
 	for m in source_only oracle; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; [ -f $$d/metrics.json ] && continue; \
 	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config configs/digits_seg/$$m.yaml --seed_everything $$s \

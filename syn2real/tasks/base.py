@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from syn2real.core.labels import IGNORE_INDEX
+from syn2real.losses.mean_teacher import weighted_cross_entropy
 
 __all__ = ["Task"]
 
@@ -79,6 +80,12 @@ class Task:
         skipped), as a mean over this rank's labelled elements, and the weight that turns it into a mean over the
         global batch's (:func:`~syn2real.core.distributed.global_mean_weight`; 1 in one process)."""
         raise NotImplementedError
+
+    def weighted_loss(self, levels: Sequence[torch.Tensor], labels: torch.Tensor,
+                      weight: torch.Tensor) -> torch.Tensor:
+        """Mean over all samples/pixels of ``weight`` · cross-entropy of the main level (pseudo-labels with a
+        confidence weight, mean-teacher self-training); ``weight`` is shaped like ``labels``."""
+        return weighted_cross_entropy(levels[0], labels, weight, self.ignore_index)
 
     # -- self-training ----------------------------------------------------------------------------------
     #: the pseudo-label of an element that has none

@@ -14,6 +14,7 @@ from syn2real.callbacks.pseudo_labels import RoundConfig
 from syn2real.core.display import display_rgb
 from syn2real.core.cross_entropy import task_cross_entropy
 from syn2real.core.distributed import global_mean_weight
+from syn2real.losses.mean_teacher import weighted_cross_entropy
 from syn2real.metrics.segmentation import InferenceConfig, SegmentationMetrics, segment
 from syn2real.metrics.validators import EntropyValidator
 from syn2real.models.segmentation import SegNetworkConfig, build_segmenter, upsample
@@ -104,6 +105,14 @@ class Segmentation(Task):
                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # pseudo-labelled pixels vary most between ranks: the weight makes the loss a mean over the global batch's
         return self._cross_entropy(levels, labels), self.global_pixel_weight(module, labels)
+
+    def weighted_loss(self, levels: Sequence[torch.Tensor], labels: torch.Tensor,
+                      weight: torch.Tensor) -> torch.Tensor:
+        """Weighted cross-entropy of the main level + ``aux_weight`` · that of the auxiliary level."""
+        loss = weighted_cross_entropy(levels[0], labels, weight, self.ignore_index)
+        for aux in levels[1:]:
+            loss = loss + self.aux_weight * weighted_cross_entropy(aux, labels, weight, self.ignore_index)
+        return loss
 
     def pseudo_label_rounds(self, config: RoundConfig, soft: bool, lrent_alpha: float) -> PixelPseudoLabelRounds:
         """Pixel rounds: thresholds from all-reduced confidence histograms, pseudo-labels written as PNGs that the
