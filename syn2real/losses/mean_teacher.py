@@ -56,11 +56,14 @@ def confidence_weight(confidence: torch.Tensor, threshold: float, mode: str = "s
       ≥ ``threshold`` (0.968 in the papers), one scalar for the whole batch. ``count`` = (above, total) replaces
       the local counts (e.g. summed over DDP ranks, so that the weight is the global batch's share).
     - ``probability`` (MIC for classification): each element is weighted by its own confidence.
+    - ``threshold`` (FixMatch-style, not the DACS papers'): 1 where the confidence is ≥ ``threshold``, else 0.
     """
     if mode == "probability":
         return confidence.detach().float()
+    if mode == "threshold":
+        return (confidence >= threshold).float()
     if mode != "share":
-        raise ValueError(f"pseudo-label weight mode must be 'share' or 'probability', got {mode!r}")
+        raise ValueError(f"pseudo-label weight mode must be 'share', 'probability' or 'threshold', got {mode!r}")
     if count is None:
         above = (confidence >= threshold).sum()
         total = torch.tensor(confidence.numel(), device=confidence.device)

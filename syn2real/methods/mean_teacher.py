@@ -87,7 +87,8 @@ class MeanTeacher(DAMethod):
         ema_momentum: α of the teacher (DACS 0.99; DAFormer/MIC 0.999; MIC classification 0.9).
         pseudo_threshold: confidence above which a pseudo-label counts for the weight (0.968).
         pseudo_weight: ``share`` (DACS/DAFormer: one weight, the share of confident pixels/samples of the global
-            batch) or ``probability`` (MIC classification: each sample's confidence).
+            batch), ``probability`` (MIC classification: each sample's confidence) or ``threshold`` (1 for the
+            pixels/samples above ``pseudo_threshold``, 0 for the others; FixMatch-style, not the papers').
         ignore_top / ignore_bottom: pixel rows of the target whose pseudo-labels get weight 0 (DAFormer:
             15 / 120 on 512-px Cityscapes crops; segmentation only).
         mix: ``classmix`` (DACS; segmentation) or ``none`` (the strong view of the target alone).
@@ -98,7 +99,8 @@ class MeanTeacher(DAMethod):
         pixel_mean / pixel_std: the data's normalisation, to jitter colours in pixel space; ``null`` = read from the
             data module's ``Normalize`` transform.
         evaluate: the network that validation, test and predict use: ``student`` (the papers' code) or ``teacher``
-            (e.g. ``syn2real test --ckpt_path ... --model.init_args.evaluate teacher`` to compare the two).
+            (e.g. ``syn2real test --ckpt_path ... --model.init_args.evaluate teacher``); ``both``: the student, and
+            the teacher's target metrics next to it as ``teacher/<metric>`` (teacher vs student curves).
     """
 
     def __init__(
@@ -109,7 +111,7 @@ class MeanTeacher(DAMethod):
         init_checkpoint: str | None = None,
         ema_momentum: float = 0.99,
         pseudo_threshold: float = 0.968,
-        pseudo_weight: Literal["share", "probability"] = "share",
+        pseudo_weight: Literal["share", "probability", "threshold"] = "share",
         ignore_top: int = 0,
         ignore_bottom: int = 0,
         mix: Literal["classmix", "none"] = "classmix",
@@ -118,7 +120,7 @@ class MeanTeacher(DAMethod):
         mask: MaskConfig | None = None,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
-        evaluate: Literal["student", "teacher"] = "student",
+        evaluate: Literal["student", "teacher", "both"] = "student",
     ) -> None:
         super().__init__(task=task, optim=optim, augment=augment)
         segmentation = isinstance(self.task, Segmentation)
@@ -126,8 +128,9 @@ class MeanTeacher(DAMethod):
             raise ValueError(f"model.init_args.ema_momentum must be in [0, 1), got {ema_momentum}")
         if not 0.0 <= pseudo_threshold <= 1.0:
             raise ValueError(f"model.init_args.pseudo_threshold must be in [0, 1], got {pseudo_threshold}")
-        if pseudo_weight not in ("share", "probability"):
-            raise ValueError(f"model.init_args.pseudo_weight must be 'share' or 'probability', got {pseudo_weight!r}")
+        if pseudo_weight not in ("share", "probability", "threshold"):
+            raise ValueError(f"model.init_args.pseudo_weight must be 'share', 'probability' or 'threshold', got "
+                             f"{pseudo_weight!r}")
         if mix not in ("classmix", "none"):
             raise ValueError(f"model.init_args.mix must be 'classmix' or 'none', got {mix!r}")
         if mix == "classmix" and not segmentation:
@@ -150,9 +153,11 @@ class MeanTeacher(DAMethod):
         self.mask_cfg = mask
         self.pixel_mean = tuple(pixel_mean) if pixel_mean is not None else None
         self.pixel_std = tuple(pixel_std) if pixel_std is not None else None
-        if evaluate not in ("student", "teacher"):
-            raise ValueError(f"model.init_args.evaluate must be 'student' or 'teacher', got {evaluate!r}")
+        if evaluate not in ("student", "teacher", "both"):
+            raise ValueError(f"model.init_args.evaluate must be 'student', 'teacher' or 'both', got {evaluate!r}")
         self.evaluate = evaluate
+        if evaluate == "both":
+            self.eval_metrics["teacher"] = self.task.build_metrics("teacher")
         if (self.pixel_mean is None) != (self.pixel_std is None):
             raise ValueError("model.init_args.pixel_mean and pixel_std go together (both or neither)")
         if init_checkpoint is not None:
@@ -198,9 +203,10 @@ class MeanTeacher(DAMethod):
 
     # -- evaluation -----------------------------------------------------------------------------
     @contextmanager
-    def _evaluated_network(self) -> Iterator[None]:
-        """``evaluate: teacher``: the teacher stands in for ``model`` (which the task evaluates) during the block."""
-        if self.evaluate == "student":
+    def _evaluated_network(self, teacher: bool | None = None) -> Iterator[None]:
+        """The teacher stands in for ``model`` (which the task evaluates) during the block (``evaluate: teacher``,
+        or ``teacher=True``)."""
+        if not (self.evaluate == "teacher" if teacher is None else teacher):
             yield
             return
         modules = self._modules
@@ -213,6 +219,9 @@ class MeanTeacher(DAMethod):
     def eval_step(self, batch: Any, dataloader_idx: int) -> None:
         with self._evaluated_network():
             super().eval_step(batch, dataloader_idx)
+        if self.evaluate == "both" and self.eval_domains[dataloader_idx] == "target":
+            with self._evaluated_network(teacher=True):
+                self.task.eval_step(self, batch[0], batch[1], "teacher")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         with self._evaluated_network():

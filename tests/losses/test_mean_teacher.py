@@ -54,7 +54,8 @@ def test_confidence_weight_share_and_probability() -> None:
     w = confidence_weight(conf, 0.968, count=(torch.tensor(3), torch.tensor(8)))  # e.g. summed over two ranks
     torch.testing.assert_close(w, torch.full((2, 2), 0.375))
     torch.testing.assert_close(confidence_weight(conf, 0.968, "probability"), conf)
-    with pytest.raises(ValueError, match="'share' or 'probability'"):
+    torch.testing.assert_close(confidence_weight(conf, 0.968, "threshold"), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="'share', 'probability' or 'threshold'"):
         confidence_weight(conf, 0.9, "hard")
 
 

@@ -176,5 +176,21 @@ def test_evaluate_teacher_uses_the_teacher_for_evaluation_only() -> None:
     with torch.no_grad():
         expected = method.teacher(x).softmax(1).max(1)
     torch.testing.assert_close(out["confidence"], expected.values)
-    with pytest.raises(ValueError, match="'student' or 'teacher'"):
-        MeanTeacher(task=CLS, mix="none", evaluate="both")
+    with pytest.raises(ValueError, match="'student', 'teacher' or 'both'"):
+        MeanTeacher(task=CLS, mix="none", evaluate="all")
+
+
+def test_evaluate_both_scores_the_teacher_beside_the_student() -> None:
+    torch.manual_seed(0)
+    method = MeanTeacher(task=CLS, mix="none", evaluate="both", **NORM)
+    with torch.no_grad():
+        for p in method.teacher.parameters():
+            p.mul_(0.5)
+    method.eval()
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 4, (8,))
+    method.eval_step((x, y), 0)
+    student = method.eval_metrics["target"].compute()
+    teacher = method.eval_metrics["teacher"].compute()
+    with torch.no_grad():
+        assert float(student["target/acc"]) == float((method.model(x).argmax(1) == y).float().mean())
+        assert float(teacher["teacher/acc"]) == float((method.teacher(x).argmax(1) == y).float().mean())
