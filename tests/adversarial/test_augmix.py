@@ -234,3 +234,26 @@ def test_bad_arguments() -> None:
         AugMix(depth=0)
     with pytest.raises(ValueError, match="severity"):
         AugMix(severity=0)
+
+
+@pytest.mark.slow
+def test_augmix_fit_and_card_with_apgd_through_the_cli(tmp_path) -> None:
+    import json
+
+    from conftest import REPO, config_args
+    from test_cli import SMALL, run_cli
+
+    config = config_args(REPO / "configs" / "digits" / "robust" / "augmix.yaml")
+    run = tmp_path / "augmix"
+    run_cli("fit", *config, *SMALL, "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
+            "--model.init_args.augment.init_args.split_bn", "true", cwd=tmp_path)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(".aux." in k for k in state)  # split BatchNorm: the views' BatchNorms are in the checkpoint
+    proc = run_cli("robustness", *config, "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--max_images", "32",
+                   "--eps", "0.3", "--pgd_steps", "3", "--apgd_iters", "10", "--corruptions", "none", "--noise",
+                   "--max_angle", "0", "--max_shift", "0", "--no_wandb", *SMALL[:4], cwd=tmp_path)
+    report = json.loads((run / "robustness" / "robustness.json").read_text())
+    wc = report["worst_case"]["acc"]["0.3"]
+    assert set(report["apgd"]["acc"]) == {"ce", "dlr"} and report["apgd"]["iterations"] == 10
+    assert wc <= min(report["pgd"]["acc"]["0.3"], *(v["0.3"] for v in report["apgd"]["acc"].values()))
+    assert "APGD-DLR-10" in proc.stdout and "worst case" in proc.stdout
