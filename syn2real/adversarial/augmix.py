@@ -53,6 +53,7 @@ __all__ = [
     "PHOTOMETRIC_OPS",
     "AugMix",
     "augmix_pixels",
+    "resolve_ops",
     "sample_mixing",
 ]
 
