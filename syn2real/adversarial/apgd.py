@@ -105,7 +105,8 @@ def worst_case_correct(corrects: Mapping[str, torch.Tensor] | Sequence[torch.Ten
 @dataclass
 class APGDResult:
     """One APGD run: the adversarial batch (normalised like the input), per image whether every iterate was
-    classified correctly, the best loss, and the step sizes after each checkpoint (``step_sizes[j - 1]``: (B,) after w_j)."""
+    classified correctly, the best loss, and the step sizes after each checkpoint (``step_sizes[j - 1]``: (B,),
+    after w_j)."""
 
     adversarial: torch.Tensor
     correct: torch.Tensor
