@@ -4,6 +4,9 @@ On a labelled evaluation set of the config's data module (``--domain``, default 
 
 - clean accuracy, NLL and ECE;
 - FGSM and PGD (L∞, random start) accuracy at several ε in [0, 1] pixel units (``--eps``);
+- APGD-CE and APGD-DLR (Croce & Hein 2020, ``--apgd_iters`` iterations, 0 to skip) at the same ε, and the
+  **worst-case robust accuracy**: an image counts as robust only if it is classified correctly clean and under every
+  attack at that ε (FGSM, PGD, APGD-CE, APGD-DLR), the number to quote (PGD alone over-estimates robustness);
 - random noise: accuracy under additive Gaussian pixel noise of std σ (``--noise``), clipped to the image range;
 - spatial robustness (Engstrom et al.): accuracy under a random rotation + translation, under worst-of-10 and under
   the exhaustive grid (5 × 5 translations × 31 rotations by default);
@@ -40,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.adversarial import FGSM, PGD, RandomSpatial, WorstOfK, grid_attack
+from syn2real.adversarial import APGD, FGSM, PGD, RandomSpatial, WorstOfK, grid_attack, worst_case_correct
 from syn2real.adversarial.base import pixel_stats
 from syn2real.adversarial.spatial import spatial_grid
 from syn2real.commands.loading import load_trained
@@ -168,16 +171,20 @@ def evaluate_robustness(
     n_bins: int = 15,
     diagram: str | os.PathLike | None = None,
     progress: bool = True,
+    apgd_iters: int = 100,
+    apgd_restarts: int = 1,
 ) -> dict[str, Any]:
     """The report card of ``model`` on labelled ``batches`` of normalised images (see the module docstring).
 
-    ``pgd_step_size`` defaults to 2.5 ε / steps (Madry et al.'s rule). Returns the JSON-able report."""
+    ``pgd_step_size`` defaults to 2.5 ε / steps (Madry et al.'s rule); ``apgd_iters = 0`` leaves APGD (and the
+    worst case over it) out. Returns the JSON-able report."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     model = model.to(device).eval()
     counter = _Counter()
     unavailable: dict[str, str] = {}
+    attack_settings = _LinfAttackSettings(mean, std, pgd_steps, pgd_step_size, apgd_iters, apgd_restarts)
     logits_all, labels_all = [], []
     angles, shifts = spatial_grid(max_angle=max_angle, max_shift=max_shift)
     if max_images is not None and max_images < 1:
@@ -203,7 +210,7 @@ def evaluate_robustness(
             seen += x.shape[0]
             _evaluate_batch(
                 model, x.to(device).float(), y.to(device), counter, unavailable, logits_all, labels_all, mean, std,
-                eps, pgd_steps, pgd_step_size, noise, spatial, max_angle, max_shift, angles, shifts, corruptions,
+                eps, attack_settings, noise, spatial, max_angle, max_shift, angles, shifts, corruptions,
                 severities, seed, lambda: bar.update(1),
             )
             bar.set_postfix(images=seen, clean=f"{100 * counter.acc('clean'):.1f}%")
@@ -235,6 +242,7 @@ def evaluate_robustness(
             "steps": pgd_steps, "step_size": step_note, "random_start": True, "norm": "linf",
             "acc": {f"{e:g}": counter.acc(f"pgd/{e:g}") for e in eps},
         }
+        report.update(_linf_report(counter, eps, attack_settings))
     if noise:
         report["noise"] = {f"{sigma:g}": counter.acc(f"noise/{sigma:g}") for sigma in noise}
     if spatial:
@@ -265,7 +273,7 @@ def evaluate_robustness(
 def _evaluate_batch(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, counter: _Counter, unavailable: dict[str, str],
     logits_all: list[torch.Tensor], labels_all: list[torch.Tensor], mean: Sequence[float], std: Sequence[float],
-    eps: Sequence[float], pgd_steps: int, pgd_step_size: float | None, noise: Sequence[float], spatial: bool,
+    eps: Sequence[float], attack_settings: _LinfAttackSettings, noise: Sequence[float], spatial: bool,
     max_angle: float, max_shift: float, angles: torch.Tensor, shifts: torch.Tensor, corruptions: Sequence[str],
     severities: Sequence[int], seed: int, step_done: Callable[[], None],
 ) -> None:
@@ -282,13 +290,9 @@ def _evaluate_batch(
     mean_t, std_t = pixel_stats(x, mean, std)
     pixels = (x * std_t + mean_t).clamp(0, 1)
     for e in eps:
-        adv = FGSM(e, mean=mean, std=std).perturb(model, x, y)
-        with torch.no_grad():
-            counter.add(f"fgsm/{e:g}", model(adv).argmax(1) == y)
-        step = pgd_step_size if pgd_step_size is not None else 2.5 * e / pgd_steps
-        adv = PGD(e, step, pgd_steps, "linf", True, mean, std).perturb(model, x, y)
-        with torch.no_grad():
-            counter.add(f"pgd/{e:g}", model(adv).argmax(1) == y)
+        results = linf_attack_correct(model, x, y, e, attack_settings, logits)
+        for name, correct in results.items():
+            counter.add(f"{name}/{e:g}", correct)
         step_done()
     if noise:
         for sigma in noise:
@@ -319,6 +323,76 @@ def _evaluate_batch(
                     with torch.no_grad():
                         counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
             step_done()
+
+
+# --------------------------------------------------------------------------------------------------
+# L∞ attacks at one ε: FGSM, PGD, APGD-CE, APGD-DLR and the per-image worst case over them
+# --------------------------------------------------------------------------------------------------
+
+
+class _LinfAttackSettings:
+    """What the card's L∞ attacks need besides ε (the data's normalisation, PGD's steps, APGD's iterations)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], pgd_steps: int, pgd_step_size: float | None,
+                 apgd_iters: int, apgd_restarts: int) -> None:
+        if apgd_iters < 0 or apgd_restarts < 1:
+            raise ValueError(f"apgd_iters must be >= 0 (0: no APGD) and apgd_restarts >= 1, got {apgd_iters}, "
+                             f"{apgd_restarts}")
+        self.mean, self.std = mean, std
+        self.pgd_steps, self.pgd_step_size = pgd_steps, pgd_step_size
+        self.apgd_iters, self.apgd_restarts = apgd_iters, apgd_restarts
+        self.unavailable: dict[str, str] = {}  # attack -> why it was not run
+
+    def attacks(self, e: float, num_classes: int) -> dict[str, Any]:
+        """The attacks at ε ``e`` by report key; APGD-DLR only for 3 classes or more (its loss needs them)."""
+        step = self.pgd_step_size if self.pgd_step_size is not None else 2.5 * e / self.pgd_steps
+        out: dict[str, Any] = {
+            "fgsm": FGSM(e, mean=self.mean, std=self.std),
+            "pgd": PGD(e, step, self.pgd_steps, "linf", True, self.mean, self.std),
+        }
+        if self.apgd_iters > 0:
+            out["apgd_ce"] = APGD(e, "ce", self.apgd_iters, self.apgd_restarts, mean=self.mean, std=self.std)
+            if num_classes >= 3:
+                out["apgd_dlr"] = APGD(e, "dlr", self.apgd_iters, self.apgd_restarts, mean=self.mean, std=self.std)
+            else:
+                self.unavailable["apgd_dlr"] = f"the DLR loss needs >= 3 classes, the model has {num_classes}"
+        return out
+
+
+def linf_attack_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, settings: _LinfAttackSettings,
+    clean_logits: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Per image and attack, whether the model still classifies the attacked image correctly, plus
+    ``worst_case``: correct clean (``clean_logits``) and under every attack (the per-image AND)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, attack in settings.attacks(e, int(clean_logits.shape[1])).items():
+        adv = attack.perturb(model, x, y)
+        with torch.no_grad():
+            out[name] = model(adv).argmax(1) == y
+    out["worst_case"] = worst_case_correct([clean_logits.argmax(1) == y, *out.values()])
+    return out
+
+
+def _linf_report(counter: _Counter, eps: Sequence[float], settings: _LinfAttackSettings) -> dict[str, Any]:
+    """The card's ``apgd`` and ``worst_case`` sections."""
+    keys = {"apgd_ce": "ce", "apgd_dlr": "dlr"}
+    attacks = ["fgsm", "pgd"]
+    out: dict[str, Any] = {}
+    if settings.apgd_iters > 0:
+        done = [k for k in keys if f"{k}/{eps[0]:g}" in counter.total]
+        attacks += done
+        out["apgd"] = {
+            "iterations": settings.apgd_iters, "restarts": settings.apgd_restarts, "norm": "linf", "rho": 0.75,
+            "momentum": 0.75, "initial_step": "2 * eps",
+            "acc": {keys[k]: {f"{e:g}": counter.acc(f"{k}/{e:g}") for e in eps} for k in done},
+            "unavailable": dict(settings.unavailable),
+        }
+    out["worst_case"] = {
+        "attacks": ["clean", *attacks],
+        "acc": {f"{e:g}": counter.acc(f"worst_case/{e:g}") for e in eps},
+    }
+    return out
 
 
 def _corruptions_implementation() -> str:
@@ -372,6 +446,11 @@ def report_rows(report: dict[str, Any]) -> list[tuple[str, str, float]]:
     if "pgd" in report:
         for e, acc in report["pgd"]["acc"].items():
             rows.append((f"PGD-{report['pgd']['steps']}", f"eps {e}", acc))
+    for loss, table in report.get("apgd", {}).get("acc", {}).items():
+        for e, acc in table.items():
+            rows.append((f"APGD-{loss.upper()}-{report['apgd']['iterations']}", f"eps {e}", acc))
+    for e, acc in report.get("worst_case", {}).get("acc", {}).items():
+        rows.append(("worst case (per image, all attacks)", f"eps {e}", acc))
     for sigma, acc in report.get("noise", {}).items():
         rows.append(("Gaussian noise", f"sigma {sigma}", acc))
     if "spatial" in report:
@@ -449,6 +528,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="L-inf budgets in [0, 1] pixels")
     p.add_argument("--pgd_steps", type=int, default=40)
     p.add_argument("--pgd_step_size", type=float, default=None, help="default 2.5 * eps / steps")
+    p.add_argument("--apgd_iters", type=int, default=100, help="APGD-CE / APGD-DLR iterations (0: no APGD)")
+    p.add_argument("--apgd_restarts", type=int, default=1, help="APGD random restarts")
     p.add_argument("--max_angle", type=float, default=30.0, help="spatial: rotation range ± degrees")
     p.add_argument("--max_shift", type=float, default=3.0, help="spatial: translation range ± pixels")
     p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.3, 0.5], help="Gaussian pixel-noise stds")
@@ -490,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = evaluate_robustness(
         method.model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
         args.max_shift, args.noise, corruptions, args.severities, args.max_images, args.seed, device,
-        diagram=out_dir / "reliability.png",
+        diagram=out_dir / "reliability.png", apgd_iters=args.apgd_iters, apgd_restarts=args.apgd_restarts,
     )
     report = {"checkpoint": str(ckpt), "config": list(args.config), "domain": args.domain, **report}
     write_json_atomic(report, out_dir / "robustness.json")

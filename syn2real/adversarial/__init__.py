@@ -7,7 +7,9 @@ from syn2real.adversarial.advprop import (
     convert_dual_bn,
     export_main_bn,
 )
+from syn2real.adversarial.apgd import APGD, dlr_loss, worst_case_correct
 from syn2real.adversarial.attacks import FGSM, PGD, FastFGSM
+from syn2real.adversarial.augmix import AugMix
 from syn2real.adversarial.base import Augmentation
 from syn2real.adversarial.jacobian import JacobianReg
 from syn2real.adversarial.spatial import (
@@ -18,9 +20,11 @@ from syn2real.adversarial.spatial import (
 )
 
 __all__ = [
+    "APGD",
     "FGSM",
     "PGD",
     "AdvProp",
+    "AugMix",
     "Augmentation",
     "DualBatchNorm",
     "FastFGSM",
@@ -29,7 +33,9 @@ __all__ = [
     "WorstOfK",
     "bn_route",
     "convert_dual_bn",
+    "dlr_loss",
     "export_main_bn",
     "grid_attack",
     "vote_predict",
+    "worst_case_correct",
 ]
