@@ -190,6 +190,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/dann_step.py --backbone digits_cnn --size 28 --batch 64 --steps 40 --rounds 3
 	$(BIN)/python benchmarks/cycada_step.py --size 28 --batch 64 --ngf 16 --ndf 32 --blocks 6 --steps 10 --rounds 3
+	$(BIN)/python benchmarks/mean_teacher_step.py --size 48 --batch 32 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/adversarial_step.py --backbone digits_cnn --size 28 --batch 64 --pgd_steps 7 --steps 10 --rounds 3
 	$(BIN)/python benchmarks/enhance_tiled.py --height 1024 --width 2048 --tile 512 --overlap 32 --rounds 3
 	$(BIN)/python benchmarks/precision_step.py --device cpu --threads 2 --size 512 --batch 1 --steps 2 --rounds 2 --warmup 1

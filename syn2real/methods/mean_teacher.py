@@ -98,6 +98,10 @@ class MeanTeacher(DAMethod):
         mask: MIC's masked image consistency (``null`` = off: DACS / DAFormer).
         pixel_mean / pixel_std: the data's normalisation, to jitter colours in pixel space; ``null`` = read from the
             data module's ``Normalize`` transform.
+        bn_statistics: which forward passes update the student's BatchNorm running statistics: ``all`` (source,
+            mixed and masked batches; the papers' networks have frozen BatchNorm or LayerNorm, where this does not
+            arise) or ``source`` (only the source batch: the mixed and masked batches, with pasted or hidden regions,
+            are normalised with their own batch statistics but leave the running ones, used at evaluation, alone).
         evaluate: the network that validation, test and predict use: ``student`` (the papers' code) or ``teacher``
             (e.g. ``syn2real test --ckpt_path ... --model.init_args.evaluate teacher``); ``both``: the student, and
             the teacher's target metrics next to it as ``teacher/<metric>`` (teacher vs student curves).
@@ -120,6 +124,7 @@ class MeanTeacher(DAMethod):
         mask: MaskConfig | None = None,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
+        bn_statistics: Literal["all", "source"] = "all",
         evaluate: Literal["student", "teacher", "both"] = "student",
     ) -> None:
         super().__init__(task=task, optim=optim, augment=augment)
@@ -155,6 +160,9 @@ class MeanTeacher(DAMethod):
         self.pixel_std = tuple(pixel_std) if pixel_std is not None else None
         if evaluate not in ("student", "teacher", "both"):
             raise ValueError(f"model.init_args.evaluate must be 'student', 'teacher' or 'both', got {evaluate!r}")
+        if bn_statistics not in ("all", "source"):
+            raise ValueError(f"model.init_args.bn_statistics must be 'all' or 'source', got {bn_statistics!r}")
+        self.bn_statistics = bn_statistics
         self.evaluate = evaluate
         if evaluate == "both":
             self.eval_metrics["teacher"] = self.task.build_metrics("teacher")
@@ -298,6 +306,23 @@ class MeanTeacher(DAMethod):
         return x * visible.to(x.dtype)
 
     # -- training -------------------------------------------------------------------------------
+    @contextmanager
+    def _target_forward(self) -> Iterator[None]:
+        """``bn_statistics: source``: the student's BatchNorm layers keep their running statistics during the block
+        (momentum 0: normalised with the batch's own statistics, running averages unchanged)."""
+        if self.bn_statistics == "all":
+            yield
+            return
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+
     def compute_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.update_teacher()
         x_s, y_s = self.source_batch(batch)
@@ -310,11 +335,14 @@ class MeanTeacher(DAMethod):
         out.update(self._pseudo_label_accuracy(batch, labels, confidence))
         if self.target_weight > 0:
             x_m, y_m, w_m = self.mixed_target(x_s, y_s, x_t, labels, weight)
-            mixed = self.task.weighted_loss(self.task.levels(self.model, x_m), y_m, w_m)
+            with self._target_forward():
+                mixed = self.task.weighted_loss(self.task.levels(self.model, x_m), y_m, w_m)
             loss = loss + self.target_weight * mixed
             out["mix_ce"] = mixed.detach()
         if self.mask_cfg is not None and self.mask_cfg.weight > 0:
-            masked = self.task.weighted_loss(self.task.levels(self.model, self.masked_target(x_t)), labels, weight)
+            with self._target_forward():
+                masked = self.task.weighted_loss(self.task.levels(self.model, self.masked_target(x_t)), labels,
+                                                 weight)
             loss = loss + self.mask_cfg.weight * masked
             out["masked_ce"] = masked.detach()
         out["loss"] = loss

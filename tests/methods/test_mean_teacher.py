@@ -194,3 +194,22 @@ def test_evaluate_both_scores_the_teacher_beside_the_student() -> None:
     with torch.no_grad():
         assert float(student["target/acc"]) == float((method.model(x).argmax(1) == y).float().mean())
         assert float(teacher["teacher/acc"]) == float((method.teacher(x).argmax(1) == y).float().mean())
+
+
+def test_bn_statistics_source_keeps_the_running_statistics_of_the_target_passes() -> None:
+    batch = _batch(True)
+    stats = {}
+    for mode in ("all", "source"):
+        torch.manual_seed(0)
+        method = MeanTeacher(task=SEG, mask=MaskConfig(block=4), bn_statistics=mode, **NORM)
+        method.train()
+        method.compute_losses(batch)
+        stats[mode] = method.model.backbone.bn1.running_mean.clone()
+        momenta = {m.momentum for m in method.model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        assert momenta == {0.1}  # restored
+    torch.manual_seed(0)
+    reference = MeanTeacher(task=SEG, **NORM)
+    reference.train()
+    reference.supervised_losses(*batch["source"])  # the source pass alone
+    torch.testing.assert_close(stats["source"], reference.model.backbone.bn1.running_mean)
+    assert not torch.allclose(stats["all"], stats["source"])
