@@ -17,7 +17,7 @@ from syn2real.io import write_json_atomic
 
 __all__ = ["MetricsJSON"]
 
-_PREFIXES = ("target/", "source/", "translation/")
+_PREFIXES = ("target/", "source/", "translation/", "teacher/")  # teacher/: a mean teacher scored beside its student
 
 
 def _scalar(value: Any) -> float | None:
