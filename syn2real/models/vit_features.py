@@ -13,6 +13,7 @@ converts), loaded strictly: every encoder tensor must be in the file.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,13 @@ class SimpleFeaturePyramid(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.up4 = nn.Sequential(
-            nn.ConvTranspose2d(channels, channels, 2, stride=2),
-            LayerNorm2d(channels),
-            nn.GELU(),
-            nn.ConvTranspose2d(channels, channels, 2, stride=2),
-        )
+        # the norm is named ``norm`` so DAFormer's optimiser rule (no decay on norm parameters) applies to it
+        self.up4 = nn.Sequential(OrderedDict(
+            up1=nn.ConvTranspose2d(channels, channels, 2, stride=2),
+            norm=LayerNorm2d(channels),
+            act=nn.GELU(),
+            up2=nn.ConvTranspose2d(channels, channels, 2, stride=2),
+        ))
         self.up2 = nn.ConvTranspose2d(channels, channels, 2, stride=2)
         self.down2 = nn.MaxPool2d(2, stride=2)
 
