@@ -27,7 +27,13 @@ from timm.layers import freeze_batch_norm_2d
 from torch import nn
 
 from syn2real.models.backbones import create_backbone
-from syn2real.models.vit_features import SimpleFeaturePyramid, create_vit_backbone, is_vit, pad_to_multiple
+from syn2real.models.vit_features import (
+    SimpleFeaturePyramid,
+    ViTBackbone,
+    create_vit_backbone,
+    is_vit,
+    pad_to_multiple,
+)
 
 __all__ = [
     "ASPPClassifier",
@@ -202,8 +208,8 @@ class SegNetworkConfig:
 
 
 class SegmentationNet(nn.Module):
-    """Backbone (CNN ``features_only`` or ViT [+ multi-level adapter ``neck``]) → classifier(s) → logits upsampled to
-    the input size.
+    """Backbone (CNN ``features_only``, or ViT + multi-level adapter ``neck``) → classifier(s) → logits upsampled
+    to the input size.
 
     Seams for the methods: :meth:`forward_levels` (logits per classifier), :meth:`features` (the levels the head
     reads) and :meth:`backbone_features` (the encoder's own outputs, e.g. for DAFormer's ImageNet feature distance
@@ -218,7 +224,7 @@ class SegmentationNet(nn.Module):
         self.num_classes = int(cfg.num_classes)
         # a ViT reads whole patches: inputs are padded to a multiple of the patch size, logits cropped back
         self.input_multiple = int(getattr(backbone, "patch_size", 1))
-        channels = backbone.channels() if callable(getattr(backbone, "channels", None)) else backbone.feature_info.channels()
+        channels = backbone.channels() if isinstance(backbone, ViTBackbone) else backbone.feature_info.channels()
 
         def head(in_channels: int) -> nn.Module:
             if cfg.head == "deeplabv2":

@@ -81,7 +81,8 @@ class ViTBackbone(nn.Module):
                 f"model.task.network.vit_blocks must be 4 increasing block indices in [0, {depth}) for this "
                 f"{depth}-block ViT, got {list(blocks)}"
             )
-        self.blocks = [int(b) for b in vit.prune_intermediate_layers(list(blocks), prune_norm=not norm, prune_head=True)]
+        kept = vit.prune_intermediate_layers(list(blocks), prune_norm=not norm, prune_head=True)
+        self.blocks = [int(b) for b in kept]
         self.vit = vit
         self.norm = bool(norm)
         patch = vit.patch_embed.patch_size
