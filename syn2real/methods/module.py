@@ -171,13 +171,14 @@ class Syn2RealModule(L.LightningModule):
     def build_optimizer(self, groups: list[dict[str, Any]], cfg: OptimConfig | None = None) -> torch.optim.Optimizer:
         """The optimizer of ``cfg`` (default ``optim_cfg``) over ``groups``; callbacks with
         ``split_param_groups(module, groups)`` (the layer-wise learning-rate policy) may first split the groups,
-        e.g. the backbone into its stages."""
+        e.g. the backbone into its stages. The module's parameter names select the groups without weight decay
+        (``optim.no_decay_keys``)."""
         groups = [g for g in groups if g["params"]]
         for callback in (getattr(self._trainer, "callbacks", None) or []):
             split = getattr(callback, "split_param_groups", None)
             if callable(split):
                 groups = split(self, groups)
-        return build_optimizer(groups, cfg or self.optim_cfg)
+        return build_optimizer(groups, cfg or self.optim_cfg, self.named_parameters())
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig | None = None) -> LambdaLR | None:
         """The per-step schedule of ``cfg`` (default ``optim_cfg``) over the whole fit, or None for a constant lr

@@ -153,6 +153,7 @@ class OutputSpaceAdaptation(DAMethod):
     def configure_optimizers(self) -> Any:
         opt_seg = self.build_optimizer(self.param_groups())
         cfg = self.disc_optim_cfg
-        opt_d = build_optimizer([{"params": list(self.discriminators.parameters()), "lr": cfg.lr}], cfg)
+        opt_d = build_optimizer([{"params": list(self.discriminators.parameters()), "lr": cfg.lr}], cfg,
+                                self.named_parameters())
         schedulers = [s for s in (self.build_scheduler(opt_seg), self.build_scheduler(opt_d, cfg)) if s is not None]
         return [opt_seg, opt_d], schedulers

@@ -100,7 +100,7 @@ def test_gradients_reach_backbone_and_head(net: nn.Module) -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"head": "pspnet"}, "head must be 'deeplabv2' or 'fcn'"),
+        ({"head": "pspnet"}, "head must be 'deeplabv2', 'fcn' or 'daformer'"),
         ({"output_stride": 4}, "output_stride must be 8, 16 or 32"),
         ({"num_classes": 1}, "num_classes must be >= 2"),
     ],
