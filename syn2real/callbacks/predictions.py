@@ -45,7 +45,8 @@ class PredictionsCSV(BasePredictionWriter):
         self._file = open(self._path, "w", newline="")
         self._writer = csv.writer(self._file)
         # an ensemble / MC dropout predictor (callbacks.uncertainty, which runs first) adds its disagreement column
-        self._disagreement = hasattr(getattr(pl_module, "model", None), "last_disagreement")
+        self._disagreement = (hasattr(getattr(pl_module, "model", None), "last_disagreement")
+                              and getattr(getattr(pl_module, "task", None), "kind", "classification") == "classification")
         self._writer.writerow(["path", "pred", "class", "confidence", *(["disagreement"] if self._disagreement else [])])
 
     @staticmethod

@@ -4,7 +4,8 @@ For the evaluation the method's task network ``model`` is replaced by a predicto
 softmax (:mod:`syn2real.models.ensemble`), so every metric, validator and prediction of the evaluation is the
 ensemble's (its mean probabilities); the network is put back when the evaluation ends. The members' disagreement
 (mean KL of the members to their mean, nats) is logged per evaluation domain as ``<domain>/disagreement`` (mean over
-samples, exact under DDP) and written to ``predictions.csv`` as a column.
+samples, exact under DDP) and written to ``predictions.csv`` as a column, for classification. Segmentation gets the
+averaged probabilities (averaged at the network's output resolution, before upsampling) but no disagreement.
 """
 
 from __future__ import annotations
@@ -103,11 +104,15 @@ class PredictiveUncertainty(L.Callback):
     def _record(self, pl_module: L.LightningModule, dataloader_idx: int) -> None:
         if self._original is None:
             return
+        if getattr(getattr(pl_module, "task", None), "kind", "classification") != "classification":
+            # segmentation calls the network once per window / scale / flip: the latest call's disagreement is not
+            # the image's, so none is logged (the averaged probabilities are still what is evaluated)
+            return
         value = getattr(pl_module.model, "last_disagreement", None)
         domains = list(self._scores)
         if value is None or dataloader_idx >= len(domains):
             return
-        per_sample = value.reshape(value.shape[0], -1).mean(dim=1)  # segmentation: the mean over an image's pixels
+        per_sample = value.reshape(value.shape[0], -1).mean(dim=1)
         self._scores[domains[dataloader_idx]].update(per_sample)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
