@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d'
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install lock demo test test-fast results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
+.PHONY: install lock demo test test-fast results ensemble robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,24 @@ results: install
 	$(MAKE) robust-results
 	$(MAKE) generalisation-results
 	$(MAKE) enlighten-results
+
+# A deep ensemble on the embedded digits (Lakshminarayanan et al. 2017; Ovadia et al. 2019 compare it under shift):
+# K members of configs/digits/$(ENSEMBLE_CONFIG).yaml with seeds 0..K-1 in $(E)/seed<k> (finished members skipped,
+# interrupted ones resumed with `--ckpt_path auto`, as `make results`), then the ensemble's test metrics
+# ($(E)/ensemble/eval/test/metrics.json, with target/disagreement) and its report card ($(E)/ensemble/robustness).
+# `make ensemble K=3 ENSEMBLE_CONFIG=dann`.
+K ?= 5
+ENSEMBLE_CONFIG ?= source_only
+E = runs/ensemble/$(ENSEMBLE_CONFIG)
+ENSEMBLE_ARGS = --config configs/digits/base.yaml --config configs/digits/$(ENSEMBLE_CONFIG).yaml
+ENSEMBLE_CKPTS = $(foreach s,$(shell seq 0 $$(( $(K) - 1 ))),$(E)/seed$(s)/checkpoints/best.ckpt)
+ensemble: install
+	$(BIN)/syn2real ensemble fit --members $(K) --root $(E) $(ENSEMBLE_ARGS) --trainer.enable_progress_bar false
+	[ -f $(E)/ensemble/eval/test/metrics.json ] || $(BIN)/syn2real ensemble test --ckpt $(ENSEMBLE_CKPTS) \
+	  $(ENSEMBLE_ARGS) --eval_name test --trainer.enable_progress_bar false
+	[ -f $(E)/ensemble/robustness/robustness.json ] || $(BIN)/syn2real robustness $(ENSEMBLE_ARGS) \
+	  --ckpt $(ENSEMBLE_CKPTS) --no_wandb
+	$(BIN)/syn2real aggregate $(E)/seed*/metrics.json
 
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).

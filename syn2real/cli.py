@@ -3,8 +3,8 @@
 A ``LightningCLI`` subclass that adds, for every run: ``metrics.json`` in ``trainer.default_root_dir``
 (``--metrics.*``), a checkpoint callback writing to ``<default_root_dir>/checkpoints`` (``--checkpoint.*``),
 sample grids / confusion matrices / per-class tables for W&B (``--media.*``), ``predictions.csv`` from
-``predict`` (``--predictions.*``), the NaN/inf guard (``--nan_guard.*``), channels-last and ``torch.compile``
-(``--speed.*``),
+``predict`` (``--predictions.*``), deep ensembles and MC dropout for evaluations (``--uncertainty.*``), the NaN/inf
+guard (``--nan_guard.*``), channels-last and ``torch.compile`` (``--speed.*``),
 atomic checkpoint writes with ``weights_only=True`` loads, the global random states in every checkpoint
 (:class:`~syn2real.callbacks.checkpoint.ResumeRNG`), and a W&B offline run inside the run directory
 when the config uses :class:`~syn2real.loggers.SafeWandbLogger` (resumed, not restarted, by ``--ckpt_path``).
@@ -32,6 +32,7 @@ from syn2real.callbacks.metrics_json import MetricsJSON
 from syn2real.callbacks.nan_guard import NaNGuard
 from syn2real.callbacks.predictions import PredictionsCSV
 from syn2real.callbacks.speed import SpeedOptions
+from syn2real.callbacks.uncertainty import PredictiveUncertainty
 from syn2real.callbacks.wandb_media import WandbMedia
 from syn2real.io import read_checkpoint
 from syn2real.run_dir import (
@@ -142,6 +143,8 @@ class Syn2RealCLI(LightningCLI):
         parser.add_lightning_class_args(MetricsJSON, "metrics")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(WandbMedia, "media")
+        # before predictions: its predictor swap must precede PredictionsCSV's on_predict_start
+        parser.add_lightning_class_args(PredictiveUncertainty, "uncertainty")
         parser.add_lightning_class_args(PredictionsCSV, "predictions")
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
         parser.add_lightning_class_args(SpeedOptions, "speed")

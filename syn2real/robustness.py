@@ -15,11 +15,20 @@ On a labelled evaluation set of the config's data module (``--domain``, default 
   under 32 px are resized to 32 px for the corruption and back (the parameters are in pixels of ImageNet-sized
   images; 32 px is also the reference package's minimum); corrupted sets are cached under
   ``$SYN2REAL_CACHE/corruptions`` so several checkpoints see the same corrupted images;
-- calibration: a seeded half of the set fits a temperature (Guo et al.), ECE and NLL before / after are reported
-  on the other half, with a reliability diagram PNG.
+- uncertainty per condition (clean, each attack, noise level, spatial attack and corruption severity): accuracy,
+  NLL, Brier score, ECE and the AUROC of confidence for correct vs wrong (``syn2real.metrics.uncertainty``), and the
+  members' disagreement for an ensemble or MC dropout (section ``uncertainty``, a second table);
+- calibration: a seeded half of the set fits a temperature (Guo et al.), ECE, NLL and Brier before / after are
+  reported on the other half, with a reliability diagram PNG. Fitted on the target this uses target labels: an
+  oracle, labelled so (``oracle: true``). The label-honest temperature, fitted on the source validation set, is
+  reported beside it on the same half (``source_fitted``).
 
-Outputs (``--output``, default ``<run>/robustness`` for a checkpoint ``<run>/checkpoints/*.ckpt``, or
-``<run>/robustness-<time>`` when that holds an earlier report; an ``--output`` holding one is refused): ``robustness.json``,
+Several ``--ckpt`` evaluate a deep ensemble (the mean of the members' softmax outputs), ``--mc_dropout T`` T dropout
+passes averaged (``syn2real.models.ensemble``); attacks then attack the averaged predictor.
+
+Outputs (``--output``, default ``<run>/robustness`` for a checkpoint ``<run>/checkpoints/*.ckpt`` (an ensemble:
+``<common parent of the members' runs>/ensemble/robustness``), or ``<run>/robustness-<time>`` when that holds an
+earlier report; an ``--output`` holding one is refused): ``robustness.json``,
 ``reliability.png``, a table in the terminal, and W&B tables + the diagram in an offline run (``--no_wandb`` to
 skip). Extra arguments are config overrides, as for ``syn2real fit``.
 """
@@ -46,14 +55,18 @@ from torch import nn
 from syn2real.adversarial import APGD, FGSM, PGD, RandomSpatial, WorstOfK, grid_attack, worst_case_correct
 from syn2real.adversarial.base import pixel_stats
 from syn2real.adversarial.spatial import spatial_grid
+from syn2real.commands.ensemble import ensemble_root, run_of
 from syn2real.commands.loading import load_trained
 from syn2real.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
 from syn2real.io import atomic_write, cache_root, write_json_atomic
 from syn2real.metrics.calibration import (
+    calibration_error,
     expected_calibration_error,
     fit_temperature,
     plot_reliability,
 )
+from syn2real.metrics.uncertainty import auroc, brier_score, negative_log_likelihood
+from syn2real.models.ensemble import EnsembleClassifier, MCDropout
 from syn2real.run_dir import RunDirectoryError, report_dir
 
 __all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "normalization_of"]
@@ -140,16 +153,55 @@ def normalization_of(spec: Sequence[dict[str, Any]] | None) -> tuple[tuple[float
 
 
 class _Counter:
+    """Accuracy per condition, and for conditions measured from logits four numbers per sample (confidence,
+    correctness, NLL, Brier; the disagreement of an ensemble / MC dropout predictor) for the uncertainty scores."""
+
     def __init__(self) -> None:
         self.correct: dict[str, float] = {}
         self.total: dict[str, int] = {}
+        self.samples: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def add(self, key: str, correct: torch.Tensor) -> None:
         self.correct[key] = self.correct.get(key, 0.0) + float(correct.sum())
         self.total[key] = self.total.get(key, 0) + int(correct.numel())
 
+    def add_logits(self, key: str, logits: torch.Tensor, y: torch.Tensor,
+                   disagreement: torch.Tensor | None = None) -> None:
+        logits = logits.detach().float()
+        probs = logits.softmax(1)
+        conf = probs.max(1).values
+        pred = logits.argmax(1)  # the accuracy as before: argmax of the logits (softmax rounding can tie)
+        self.add(key, pred == y)
+        per_sample = {
+            "confidence": conf, "correct": pred == y,
+            "nll": negative_log_likelihood(logits, y, reduction="none"),
+            "brier": brier_score(probs, y, reduction="none"),
+        }
+        if disagreement is not None and disagreement.shape == y.shape:
+            per_sample["disagreement"] = disagreement
+        store = self.samples.setdefault(key, {})
+        for name, value in per_sample.items():
+            store.setdefault(name, []).append(value.detach().cpu())
+
     def acc(self, key: str) -> float:
         return self.correct[key] / max(1, self.total[key])
+
+    def scores(self, key: str, n_bins: int) -> dict[str, float | None]:
+        """Accuracy, NLL, Brier, ECE and AUROC of confidence (correct vs wrong) of one condition
+        (:mod:`syn2real.metrics.uncertainty`), plus the mean disagreement of an ensemble / MC dropout."""
+        s = {name: torch.cat(values) for name, values in self.samples[key].items()}
+        out = {
+            "acc": self.acc(key),
+            "nll": float(s["nll"].mean()),
+            "brier": float(s["brier"].mean()),
+            "ece": float(calibration_error(s["confidence"], s["correct"], n_bins)),
+            "auroc_correct": float(auroc(s["confidence"], s["correct"])),
+        }
+        if math.isnan(out["auroc_correct"]):  # every prediction correct, or every one wrong: undefined, JSON null
+            out["auroc_correct"] = None
+        if "disagreement" in s:
+            out["disagreement"] = float(s["disagreement"].mean())
+        return out
 
 
 def evaluate_robustness(
@@ -173,11 +225,16 @@ def evaluate_robustness(
     progress: bool = True,
     apgd_iters: int = 100,
     apgd_restarts: int = 1,
+    source_batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | Sequence[tuple[torch.Tensor, torch.Tensor]]
+    | None = None,
+    domain: str = "target",
 ) -> dict[str, Any]:
     """The report card of ``model`` on labelled ``batches`` of normalised images (see the module docstring).
 
     ``pgd_step_size`` defaults to 2.5 ε / steps (Madry et al.'s rule); ``apgd_iters = 0`` leaves APGD (and the
-    worst case over it) out. Returns the JSON-able report."""
+    worst case over it) out. ``source_batches`` (the source validation set, clean) fits the label-honest temperature
+    reported beside the one fitted on ``batches`` (``domain``; an oracle unless ``domain`` is ``source``). Returns the
+    JSON-able report."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -266,8 +323,55 @@ def evaluate_robustness(
             "mean_acc": float(np.mean(list(means.values()))) if means else math.nan,
             "unavailable": unavailable,
         }
-    report["calibration"] = _calibration(logits, labels, seed, n_bins, diagram)
+    conditions = [key for key in counter.samples]  # in the order measured: clean, attacks, noise, spatial, corruptions
+    report["uncertainty"] = {
+        "n_bins": n_bins,
+        "conventions": "nll: mean -log p(y); brier: mean over samples of the sum over classes of (p_c - onehot_c)^2; "
+                       "auroc_correct: AUROC of max-softmax confidence for correct vs wrong (ties 1/2, null when all "
+                       "are correct or all wrong); disagreement (ensembles, MC dropout): mean KL of members to the "
+                       "mean, nats",
+        "conditions": {key: counter.scores(key, n_bins) for key in conditions},
+    }
+    if corruptions and report["corruptions"]["acc"]:  # Ovadia et al.'s view: every score against severity
+        report["uncertainty"]["corruption_severity"] = {
+            str(sev): {
+                metric: _nanmean([report["uncertainty"]["conditions"][f"corruption/{name}/{sev}"][metric]
+                                  for name in report["corruptions"]["acc"]])
+                for metric in ("acc", "nll", "brier", "ece", "auroc_correct")
+            }
+            for sev in severities
+        }
+    source = None
+    if source_batches is not None:
+        source = _clean_logits(model, source_batches, max_images, device)
+    report["calibration"] = _calibration(logits, labels, seed, n_bins, diagram, source=source, domain=domain)
     return report
+
+
+def _nanmean(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values (an undefined AUROC, ``None``, is left out); ``None`` when there are none."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _clean_logits(
+    model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | Sequence[tuple[torch.Tensor, torch.Tensor]],
+    max_images: int | None, device: str | torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of the first ``max_images`` images of labelled ``batches`` (all when ``None``), on the CPU."""
+    logits_all, labels_all, seen = [], [], 0
+    for x, y in batches:
+        if max_images is not None:
+            x, y = x[: max_images - seen], y[: max_images - seen]
+        with torch.no_grad():
+            logits_all.append(model(x.to(device).float()).float().cpu())
+        labels_all.append(y.cpu())
+        seen += x.shape[0]
+        if max_images is not None and seen >= max_images:
+            break
+    if not logits_all:
+        raise ValueError("the source evaluation set (temperature fitted on the source) is empty")
+    return torch.cat(logits_all), torch.cat(labels_all)
 
 
 def _evaluate_batch(
@@ -281,31 +385,33 @@ def _evaluate_batch(
     (clean, each ε, noise, spatial, each corruption type)."""
     if y.ndim != 1:
         raise ValueError(f"the report card is for classification: labels of shape (B,), got {tuple(y.shape)}")
-    with torch.no_grad():
-        logits = model(x)
+
+    def measure(key: str, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = model(inputs)
+        counter.add_logits(key, out, y, getattr(model, "last_disagreement", None))
+        return out
+
+    logits = measure("clean", x)
     logits_all.append(logits.float().cpu())
     labels_all.append(y.cpu())
-    counter.add("clean", logits.argmax(1) == y)
     step_done()
     mean_t, std_t = pixel_stats(x, mean, std)
     pixels = (x * std_t + mean_t).clamp(0, 1)
     for e in eps:
-        results = linf_attack_correct(model, x, y, e, attack_settings, logits)
-        for name, correct in results.items():
-            counter.add(f"{name}/{e:g}", correct)
+        results = linf_attack_correct(model, x, y, e, attack_settings, logits, measure)
+        counter.add(f"worst_case/{e:g}", results["worst_case"])
         step_done()
     if noise:
         for sigma in noise:
             noisy = (pixels + sigma * torch.randn_like(pixels)).clamp(0, 1)
-            with torch.no_grad():
-                counter.add(f"noise/{sigma:g}", model((noisy - mean_t) / std_t).argmax(1) == y)
+            measure(f"noise/{sigma:g}", (noisy - mean_t) / std_t)
         step_done()
     if spatial:
         rand, _ = RandomSpatial(max_angle, max_shift, mean, std)(model, x, y)
         worst, _ = WorstOfK(10, max_angle, max_shift, mean, std)(model, x, y)
-        with torch.no_grad():
-            counter.add("spatial/random", model(rand).argmax(1) == y)
-            counter.add("spatial/worst_of_10", model(worst).argmax(1) == y)
+        measure("spatial/random", rand)
+        measure("spatial/worst_of_10", worst)
         counter.add("spatial/grid", grid_attack(model, x, y, angles, shifts, mean, std, early_stop=True)["correct"])
         step_done()
     if corruptions:
@@ -320,8 +426,7 @@ def _evaluate_batch(
                 for severity, images in corrupted.items():
                     xc = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
                     xc = (xc.to(x.device) - mean_t) / std_t
-                    with torch.no_grad():
-                        counter.add(f"corruption/{name}/{severity}", model(xc).argmax(1) == y)
+                    measure(f"corruption/{name}/{severity}", xc)
             step_done()
 
 
@@ -361,15 +466,21 @@ class _LinfAttackSettings:
 
 def linf_attack_correct(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: float, settings: _LinfAttackSettings,
-    clean_logits: torch.Tensor,
+    clean_logits: torch.Tensor, measure: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per image and attack, whether the model still classifies the attacked image correctly, plus
-    ``worst_case``: correct clean (``clean_logits``) and under every attack (the per-image AND)."""
+    ``worst_case``: correct clean (``clean_logits``) and under every attack (the per-image AND). ``measure(key,
+    images)`` (the card's recorder: accuracy and uncertainty scores under ``<attack>/<eps>``) returns the logits of
+    each attacked batch; without it the model is simply run."""
     out: dict[str, torch.Tensor] = {}
     for name, attack in settings.attacks(e, int(clean_logits.shape[1])).items():
         adv = attack.perturb(model, x, y)
-        with torch.no_grad():
-            out[name] = model(adv).argmax(1) == y
+        if measure is not None:
+            logits = measure(f"{name}/{e:g}", adv)
+        else:
+            with torch.no_grad():
+                logits = model(adv)
+        out[name] = logits.argmax(1) == y
     out["worst_case"] = worst_case_correct([clean_logits.argmax(1) == y, *out.values()])
     return out
 
@@ -401,9 +512,13 @@ def _corruptions_implementation() -> str:
 
 
 def _calibration(
-    logits: torch.Tensor, labels: torch.Tensor, seed: int, n_bins: int, diagram: str | os.PathLike | None
+    logits: torch.Tensor, labels: torch.Tensor, seed: int, n_bins: int, diagram: str | os.PathLike | None,
+    source: tuple[torch.Tensor, torch.Tensor] | None = None, domain: str = "target",
 ) -> dict[str, Any]:
-    """Temperature fitted on a seeded half, ECE/NLL before and after on the other half (+ the diagram)."""
+    """Temperature fitted on a seeded half of the evaluated set, ECE/NLL/Brier before and after on the other half
+    (+ the diagram). Fitting on the evaluated set uses its labels: for the target that is an oracle (``oracle``).
+    ``source`` (logits, labels of the source validation set) fits the label-honest temperature, evaluated on the
+    same held-out half (``source_fitted``)."""
     n = logits.shape[0]
     if n < 4:
         return {"note": f"only {n} images: too few to fit and evaluate a temperature"}
@@ -411,7 +526,7 @@ def _calibration(
     fit, held = order[: n // 2], order[n // 2:]
     temperature = fit_temperature(logits[fit], labels[fit])
     before, after = logits[held].softmax(1), (logits[held] / temperature).softmax(1)
-    out = {
+    out: dict[str, Any] = {
         "temperature": temperature,
         "n_fit": int(fit.numel()),
         "n_eval": int(held.numel()),
@@ -420,12 +535,27 @@ def _calibration(
         "ece_after": float(expected_calibration_error(after, labels[held], n_bins)),
         "nll_before": float(F.cross_entropy(logits[held], labels[held])),
         "nll_after": float(F.cross_entropy(logits[held] / temperature, labels[held])),
+        "brier_before": float(brier_score(before, labels[held])),
+        "brier_after": float(brier_score(after, labels[held])),
+        "fitted_on": f"a seeded half of the evaluated set ({domain}), with its labels",
+        "oracle": domain != "source",
     }
+    panels = {"before": (before, labels[held]),
+              f"{'oracle: ' if out['oracle'] else ''}T = {temperature:.2f} ({domain})": (after, labels[held])}
+    if source is not None and source[0].shape[0] >= 2:
+        t_source = fit_temperature(*source)
+        scaled = logits[held] / t_source
+        out["source_fitted"] = {
+            "temperature": t_source,
+            "n_fit": int(source[0].shape[0]),
+            "fitted_on": "the source validation set (label-honest: no target label is used)",
+            "ece_after": float(expected_calibration_error(scaled.softmax(1), labels[held], n_bins)),
+            "nll_after": float(F.cross_entropy(scaled, labels[held])),
+            "brier_after": float(brier_score(scaled.softmax(1), labels[held])),
+        }
+        panels[f"T = {t_source:.2f} (source val)"] = (scaled.softmax(1), labels[held])
     if diagram is not None:
-        plot_reliability(
-            {"before": (before, labels[held]), f"after (T = {temperature:.2f})": (after, labels[held])}, str(diagram),
-            n_bins,
-        )
+        plot_reliability(panels, str(diagram), n_bins)
         out["diagram"] = Path(diagram).name
     return out
 
@@ -466,10 +596,27 @@ def report_rows(report: dict[str, Any]) -> list[tuple[str, str, float]]:
         rows.append(("corruption", "mean over types", report["corruptions"]["mean_acc"]))
     cal = report["calibration"]
     if "temperature" in cal:
+        oracle = "oracle: " if cal.get("oracle", False) else ""
         rows += [
             ("calibration", "ECE before temperature", cal["ece_before"]),
-            ("calibration", f"ECE after (T = {cal['temperature']:.2f})", cal["ece_after"]),
+            ("calibration", f"ECE after ({oracle}T = {cal['temperature']:.2f} fitted on {report.get('domain', 'it')})",
+             cal["ece_after"]),
         ]
+        if "source_fitted" in cal:
+            rows.append(("calibration", f"ECE after (T = {cal['source_fitted']['temperature']:.2f} fitted on source "
+                                        "val, label-honest)", cal["source_fitted"]["ece_after"]))
+    return rows
+
+
+UNCERTAINTY_COLUMNS = ("acc", "nll", "brier", "ece", "auroc_correct", "disagreement")
+
+
+def uncertainty_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """(condition, scores) rows of the uncertainty table: every condition but the single corruptions, which are
+    summarised per severity (mean over types)."""
+    section = report.get("uncertainty", {})
+    rows = [(key, v) for key, v in section.get("conditions", {}).items() if not key.startswith("corruption/")]
+    rows += [(f"corruptions, severity {sev}", v) for sev, v in section.get("corruption_severity", {}).items()]
     return rows
 
 
@@ -484,6 +631,21 @@ def print_report(report: dict[str, Any], title: str) -> None:
     for section, setting, value in report_rows(report):
         table.add_row(section, setting, f"{100 * value:.2f}")
     Console().print(table)
+    rows = uncertainty_rows(report)
+    if rows:
+        columns = [c for c in UNCERTAINTY_COLUMNS if any(c in v for _, v in rows)]
+        table = Table(title="uncertainty per condition (acc, ECE in %; NLL, Brier, disagreement in nats / units; "
+                            "AUROC of confidence for correct vs wrong)")
+        for column in ("condition", *columns):
+            table.add_column(column)
+        for key, values in rows:
+            cells = []
+            for c in columns:
+                v = values.get(c)
+                scale = 100 if c in ("acc", "ece") else 1
+                cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{scale * v:.{2 if scale == 100 else 4}f}")
+            table.add_row(key, *cells)
+        Console().print(table)
     if report.get("corruptions", {}).get("unavailable"):
         Console().print(f"corruptions unavailable here: {', '.join(report['corruptions']['unavailable'])}")
 
@@ -497,6 +659,10 @@ def log_wandb(report: dict[str, Any], out_dir: Path, project: str, name: str) ->
     rows = report_rows(report)
     run.log_metrics({f"robustness/{s}/{k}": v for s, k, v in rows})
     run.log_table("robustness/card", ["section", "setting", "value"], [list(r) for r in rows])
+    urows = uncertainty_rows(report)
+    if urows:
+        run.log_table("robustness/uncertainty", ["condition", *UNCERTAINTY_COLUMNS],
+                      [[key, *[v.get(c) for c in UNCERTAINTY_COLUMNS]] for key, v in urows])
     if "corruptions" in report:
         sev = report["corruptions"]["severities"]
         data = [[n, *[v[str(s)] for s in sev]] for n, v in report["corruptions"]["acc"].items()]
@@ -521,7 +687,11 @@ def _parser() -> argparse.ArgumentParser:
         "Unknown arguments are config overrides (e.g. --data.init_args.eval_batch_size 256).",
     )
     p.add_argument("--config", required=True, action="append", help="the run's config file (as for fit)")
-    p.add_argument("--ckpt", required=True, help="checkpoint of the trained method (.ckpt)")
+    p.add_argument("--ckpt", required=True, action="extend", nargs="+",
+                   help="checkpoint of the trained method (.ckpt); several (--ckpt A B or --ckpt A --ckpt B): a deep "
+                   "ensemble, the mean of their softmax outputs (same network, the first one's config)")
+    p.add_argument("--mc_dropout", type=int, default=0, help="T > 0: MC dropout, T passes with dropout on, averaged "
+                   "(the network needs a dropout layer, e.g. task.init_args.network.dropout)")
     p.add_argument("--output", default=None, help="output folder, refused if it holds a report already (default "
                    "<run>/robustness beside <run>/checkpoints, <run>/robustness-<time> when that holds one)")
     p.add_argument("--domain", default="target", help="evaluation domain of the data module (target or source)")
@@ -542,6 +712,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def predictor(model: nn.Module, members: Sequence[str | os.PathLike], mc_dropout: int, prog: str) -> nn.Module:
+    """``model``, or a deep ensemble of it and copies holding the ``model.*`` weights of ``members``, wrapped in MC
+    dropout with ``mc_dropout`` passes when > 0 (:mod:`syn2real.models.ensemble`); errors end ``prog``."""
+    import copy
+
+    from syn2real.models.checkpoint import load_model_weights
+
+    if members:
+        nets = [model]
+        for path in members:
+            if not Path(path).is_file():
+                raise SystemExit(f"{prog}: checkpoint {path} does not exist")
+            member = copy.deepcopy(model)
+            load_model_weights(member, str(path))
+            nets.append(member)
+        model = EnsembleClassifier(nets)
+    if mc_dropout:
+        try:
+            model = MCDropout(model, mc_dropout)
+        except ValueError as err:
+            raise SystemExit(f"{prog}: {err}") from None
+    return model
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, overrides = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
     corruptions = [] if args.corruptions in (["none"], []) else args.corruptions
@@ -552,30 +746,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     if any(s not in (1, 2, 3, 4, 5) for s in args.severities):
         raise SystemExit(f"syn2real robustness: severities are 1..5, got {args.severities}")
-    ckpt = Path(args.ckpt)
+    if args.mc_dropout < 0:
+        raise SystemExit(f"syn2real robustness: --mc_dropout must be >= 0, got {args.mc_dropout}")
+    ckpts = [Path(c) for c in args.ckpt]
+    ckpt = ckpts[0]
     method, datamodule = load_trained("syn2real robustness", args.config, ckpt, overrides)
+    model = predictor(method.model, ckpts[1:], args.mc_dropout, prog="syn2real robustness")
     mean, std = normalization_of(getattr(datamodule, "eval_transforms_spec", None))
     datamodule.prepare_data()
     datamodule.setup("validate")
     domains = list(getattr(datamodule, "eval_domains", ["target"]))
     if args.domain not in domains:
         raise SystemExit(f"syn2real robustness: no evaluation domain {args.domain!r}; the data module has {domains}")
-    loader = datamodule.val_dataloader()[domains.index(args.domain)]
-    # default: next to the run the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>/robustness)
-    run_dir = ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else ckpt.resolve().parent
+    loaders = datamodule.val_dataloader()
+    loader = loaders[domains.index(args.domain)]
+    # the label-honest temperature is fitted on the source validation set (clean)
+    source_loader = loaders[domains.index("source")] if args.domain != "source" and "source" in domains else None
+    # default: next to the run the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>/robustness); an ensemble's
+    # report goes to the ensemble's own folder (<common parent of the members' runs>/ensemble/robustness)
+    run_dir = run_of(ckpt) if len(ckpts) == 1 else ensemble_root(ckpts)
     try:  # an earlier report is never replaced
         out_dir = report_dir(run_dir / "robustness", "robustness.json", args.output)
     except RunDirectoryError as err:
         raise SystemExit(f"syn2real robustness: {err}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_robustness(
-        method.model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
+        model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
         args.max_shift, args.noise, corruptions, args.severities, args.max_images, args.seed, device,
         diagram=out_dir / "reliability.png", apgd_iters=args.apgd_iters, apgd_restarts=args.apgd_restarts,
+        source_batches=source_loader, domain=args.domain,
     )
     report = {"checkpoint": str(ckpt), "config": list(args.config), "domain": args.domain, **report}
+    if len(ckpts) > 1:
+        report["members"] = [str(c) for c in ckpts]
+    if args.mc_dropout:
+        report["mc_dropout"] = args.mc_dropout
     write_json_atomic(report, out_dir / "robustness.json")
-    print_report(report, f"robustness of {ckpt} on {args.domain} ({report['n_images']} images)")
+    what = f"an ensemble of {len(ckpts)} ({ckpt}, ...)" if len(ckpts) > 1 else str(ckpt)
+    what += f" with {args.mc_dropout} MC dropout passes" if args.mc_dropout else ""
+    print_report(report, f"robustness of {what} on {args.domain} ({report['n_images']} images)")
     print(f"wrote {out_dir / 'robustness.json'} and {out_dir / 'reliability.png'}")
     if not args.no_wandb:
         name = Path(args.config[0]).stem

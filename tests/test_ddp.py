@@ -46,3 +46,6 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     for key in ["target/acc", "target/acc_class_mean"]:
         assert abs(a[key] - b[key]) <= 1 / 500 + 1e-9, (key, a[key], b[key])
     assert abs(a["target/ece"] - b["target/ece"]) < 5e-3
+    # the uncertainty scores: sums summed and per-sample confidences gathered across ranks
+    for key in ["target/nll", "target/brier", "target/auroc_correct"]:
+        assert abs(a[key] - b[key]) < 5e-3, (key, a[key], b[key])

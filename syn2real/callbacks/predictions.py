@@ -13,13 +13,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from syn2real.callbacks.uncertainty import disagreement_of
+
 __all__ = ["PredictionsCSV"]
 
 
 class PredictionsCSV(BasePredictionWriter):
     """Writes ``<default_root_dir>/<filename>`` (``predictions.rank<r>.csv`` per rank under DDP).
 
-    Columns: ``path`` (when the dataset knows it), ``pred`` (index), ``class`` (name), ``confidence``.
+    Columns: ``path`` (when the dataset knows it), ``pred`` (index), ``class`` (name), ``confidence``, and
+    ``disagreement`` when an ensemble or MC dropout predicts (``--uncertainty.*``, classification).
     Rows are written as batches arrive, so memory stays bounded on large target sets; the file is
     complete when ``predict`` returns.
     """
@@ -30,6 +33,7 @@ class PredictionsCSV(BasePredictionWriter):
         self._file: Any = None
         self._writer: Any = None
         self._path: Path | None = None
+        self._disagreement = False
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         name = self.filename
@@ -40,7 +44,10 @@ class PredictionsCSV(BasePredictionWriter):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self._path, "w", newline="")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(["path", "pred", "class", "confidence"])
+        # an ensemble / MC dropout predictor (callbacks.uncertainty, which runs first) adds its disagreement column
+        self._disagreement = (hasattr(getattr(pl_module, "model", None), "last_disagreement")
+                              and getattr(getattr(pl_module, "task", None), "kind", "classification") == "classification")
+        self._writer.writerow(["path", "pred", "class", "confidence", *(["disagreement"] if self._disagreement else [])])
 
     @staticmethod
     def _dataset(trainer: L.Trainer) -> Any:
@@ -61,12 +68,15 @@ class PredictionsCSV(BasePredictionWriter):
         preds = prediction["pred"].tolist()
         confs = prediction["confidence"].tolist()
         indices = list(batch_indices) if batch_indices is not None else [None] * len(preds)
-        for idx, pred, conf in zip(indices, preds, confs):
+        extra: list[list[str]] = [[] for _ in preds]
+        if self._disagreement:
+            extra = [[f"{v:.6f}"] for v in disagreement_of(pl_module.model).reshape(len(preds), -1).mean(1).tolist()]
+        for idx, pred, conf, more in zip(indices, preds, confs, extra):
             path = ""
             if dataset is not None and idx is not None and hasattr(dataset, "indices"):
                 path = str(dataset.base.samples[dataset.indices[idx]][0])
             name = classes[pred] if pred < len(classes) else str(pred)
-            self._writer.writerow([path, pred, name, f"{conf:.6f}"])
+            self._writer.writerow([path, pred, name, f"{conf:.6f}", *more])
 
     def _write_maps(self, trainer: L.Trainer, dataset: Any, prediction: dict, batch_indices: Any) -> None:
         """Segmentation: ``<root>/predictions/<image stem>.png`` (train ids, 8-bit) and a row per image with the PNG,

@@ -7,7 +7,9 @@ import math
 
 import torch
 
-__all__ = ["expected_calibration_error", "fit_temperature", "plot_reliability", "reliability_bins"]
+__all__ = [
+    "calibration_error", "expected_calibration_error", "fit_temperature", "plot_reliability", "reliability_bins",
+]
 
 
 def _bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -18,8 +20,16 @@ def _bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> tuple[torch
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     conf, pred = probs.detach().max(dim=1)
-    conf = conf.float()  # torchmetrics bins float32 confidences; the same cast keeps edge cases identical
-    correct = (pred == labels).float()
+    return _bin_confidences(conf, pred == labels, n_bins)
+
+
+def _bin_confidences(conf: torch.Tensor, correct: torch.Tensor, n_bins: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bin index, float32 confidence, float32 correctness) of max-softmax confidences (N,) and correctness (N,)."""
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    conf = conf.detach().float()  # torchmetrics bins float32 confidences; the same cast keeps edge cases identical
+    correct = correct.detach().float()
     edges = torch.linspace(0, 1, n_bins + 1, device=conf.device, dtype=conf.dtype)
     idx = torch.bucketize(conf, edges, right=True) - 1
     return idx.clamp(0, n_bins), conf, correct
@@ -32,7 +42,16 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     convention (``MulticlassCalibrationError``, the ``<domain>/ece`` of ``metrics.json``), reproduced exactly: bins
     are half-open [lo, hi), confidence exactly 1.0 has a bin of its own, and confidences are binned in float32.
     """
-    idx, conf, correct = _bins(probs, labels, n_bins)
+    return calibration_error(*_bins(probs, labels, n_bins)[1:], n_bins=n_bins)
+
+
+def calibration_error(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    """:func:`expected_calibration_error` from the max-softmax ``confidence`` (N,) and the ``correct`` flags (N,)
+    alone (all ECE depends on), so a caller can keep two numbers per sample instead of (N, C) probabilities."""
+    if confidence.ndim != 1 or correct.shape != confidence.shape:
+        raise ValueError(f"expected confidence (N,) and correct (N,), got {tuple(confidence.shape)} and "
+                         f"{tuple(correct.shape)}")
+    idx, conf, correct = _bin_confidences(confidence, correct, n_bins)
     count = torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).scatter_add_(0, idx, torch.ones_like(conf))
     conf_bin = torch.zeros_like(count).scatter_add_(0, idx, conf)
     acc_bin = torch.zeros_like(count).scatter_add_(0, idx, correct)

@@ -12,6 +12,8 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
 )
 
+from syn2real.metrics.uncertainty import UncertaintyScores
+
 __all__ = ["ClassificationMetrics", "accuracy_per_class"]
 
 
@@ -25,10 +27,11 @@ def accuracy_per_class(confusion: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationMetrics(nn.Module):
-    """Overall and class-mean accuracy, per-class accuracy, ECE (15 bins) and a confusion matrix.
+    """Overall and class-mean accuracy, per-class accuracy, ECE (15 bins), NLL, Brier score, AUROC of confidence for
+    correct vs wrong predictions (:mod:`syn2real.metrics.uncertainty` states the conventions) and a confusion matrix.
 
-    ``compute()`` returns ``{"<prefix>/acc", "<prefix>/acc_class_mean", "<prefix>/ece",
-    "<prefix>/acc_class/<name>"...}``; the confusion matrix is kept apart (``confusion()``) since it is
+    ``compute()`` returns ``{"<prefix>/acc", "<prefix>/acc_class_mean", "<prefix>/ece", "<prefix>/nll",
+    "<prefix>/brier", "<prefix>/auroc_correct", "<prefix>/acc_class/<name>"...}``; the confusion matrix is kept apart (``confusion()``) since it is
     not a scalar. A class absent from the labels has no accuracy: ``acc_class/<name>`` is NaN (``null`` in
     ``metrics.json``) and ``acc_class_mean`` is the mean over the classes present, as the segmentation mIoU leaves
     out classes without IoU. ECE is torchmetrics' (see :func:`syn2real.metrics.calibration.expected_calibration_error`).
@@ -48,12 +51,14 @@ class ClassificationMetrics(nn.Module):
         # per-class accuracies come from the confusion matrix (synced by torchmetrics): recall per labelled class
         self.ece = MulticlassCalibrationError(num_classes, n_bins=n_bins, norm="l1")
         self.confmat = MulticlassConfusionMatrix(num_classes)
+        self.uncertainty = UncertaintyScores()
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits = logits.detach().float()
         probs = logits.softmax(dim=1)
         for metric in (self.acc, self.ece, self.confmat):
             metric.update(probs, labels)
+        self.uncertainty.update(logits, labels)
 
     def compute(self) -> dict[str, torch.Tensor]:
         per_class = accuracy_per_class(self.confmat.compute())
@@ -63,6 +68,7 @@ class ClassificationMetrics(nn.Module):
             f"{self.prefix}/acc_class_mean": present.mean() if present.numel() else per_class.new_tensor(float("nan")),
             f"{self.prefix}/ece": self.ece.compute(),
         }
+        out.update({f"{self.prefix}/{k}": v for k, v in self.uncertainty.compute().items()})
         for name, value in zip(self.class_names, per_class):
             out[f"{self.prefix}/acc_class/{name}"] = value
         return out
@@ -74,5 +80,5 @@ class ClassificationMetrics(nn.Module):
         return bool(self.acc.update_count)
 
     def reset(self) -> None:
-        for metric in (self.acc, self.ece, self.confmat):
+        for metric in (self.acc, self.ece, self.confmat, self.uncertainty):
             metric.reset()
