@@ -57,24 +57,30 @@ def strong_view(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                          f"{x.shape[1]}-channel images")
     s = cfg.jitter_strength
     kernel = (_odd_tenth(x.shape[-2]), _odd_tenth(x.shape[-1]))
-    out = []
-    for i in range(x.shape[0]):
-        g = generators[i] if generators is not None else None
-        u = torch.rand(8, generator=g).tolist()  # jitter?, 4 factors, blur?, sigma, spare: a fixed number of draws
-        image = x[i: i + 1]
-        if s > 0 and u[0] > cfg.jitter_p:
-            pixels = (image * std_t + mean_t).clamp(0, 1)
-            pixels = kornia.enhance.adjust_brightness(pixels, (2 * u[1] - 1) * s)
-            pixels = kornia.enhance.adjust_contrast(pixels, max(0.0, 1 + (2 * u[2] - 1) * s))
-            if x.shape[1] == 3:
-                pixels = kornia.enhance.adjust_saturation(pixels, max(0.0, 1 + (2 * u[3] - 1) * s))
-                pixels = kornia.enhance.adjust_hue(pixels, (2 * u[4] - 1) * s * 2 * math.pi)
-            image = (pixels.clamp(0, 1) - mean_t) / std_t
-        if cfg.blur and u[5] > 0.5:
-            sigma = 0.15 + u[6]
-            image = kornia.filters.gaussian_blur2d(image, kernel, (sigma, sigma))
-        out.append(image)
-    return torch.cat(out) if out else x.clone()
+    n = x.shape[0]
+    # jitter?, brightness, contrast, saturation, hue, blur?, sigma, spare: a fixed number of draws per image
+    if generators is not None:
+        u = torch.stack([torch.rand(8, generator=g) for g in generators[:n]]) if n else torch.zeros(0, 8)
+    else:
+        u = torch.rand(n, 8)
+    u = u.to(device=x.device, dtype=x.dtype)
+    out = x.clone()
+    jitter = (u[:, 0] > cfg.jitter_p) & (s > 0)
+    if bool(jitter.any()):
+        idx, v = jitter.nonzero().flatten(), u[jitter]
+        pixels = (out[idx] * std_t + mean_t).clamp(0, 1)
+        pixels = kornia.enhance.adjust_brightness(pixels, (2 * v[:, 1] - 1) * s)
+        pixels = kornia.enhance.adjust_contrast(pixels, (1 + (2 * v[:, 2] - 1) * s).clamp_min(0))
+        if x.shape[1] == 3:
+            pixels = kornia.enhance.adjust_saturation(pixels, (1 + (2 * v[:, 3] - 1) * s).clamp_min(0))
+            pixels = kornia.enhance.adjust_hue(pixels, (2 * v[:, 4] - 1) * s * 2 * math.pi)
+        out[idx] = (pixels.clamp(0, 1) - mean_t) / std_t
+    blur = (u[:, 5] > 0.5) & cfg.blur
+    if bool(blur.any()):
+        idx = blur.nonzero().flatten()
+        sigma = (0.15 + u[blur, 6]).unsqueeze(1).expand(-1, 2)
+        out[idx] = kornia.filters.gaussian_blur2d(out[idx], kernel, sigma)
+    return out
 
 
 def _odd_tenth(side: int) -> int:
