@@ -111,7 +111,8 @@ class DRST(SelfTraining):
         self.domain_weight = float(domain_weight)
         self.ratio_min, self.ratio_max = float(ratio_min), float(ratio_max)
         self.gradient = gradient
-        # source and target samples the domain classifier has been trained on: its prior correction n_t / n_s
+        # source and target samples the domain classifier has been trained on (this rank's; only the ratio n_t / n_s,
+        # its prior correction, is used, the same on every rank and in one process)
         self.register_buffer("domain_counts", torch.zeros(2, dtype=torch.float64))
 
     # -- the density ratio and the robust classifier ------------------------------------------------------
