@@ -136,3 +136,24 @@ def test_segmentation_is_refused_and_checkpoints_hold_only_drst_arguments() -> N
         module(ratio_min=0.0)
     with pytest.raises(ValueError, match="gradient"):
         module(gradient="hand")
+
+
+@pytest.mark.parametrize("source", ["ASG", "CDAN"])
+def test_chains_from_asg_and_adversarial_checkpoints(source: str, tmp_path: Path) -> None:
+    """configs/visda17/drst.yaml's chains: ASG's head (bottleneck without BatchNorm) and CDAN's network load into
+    DRST's task network; the domain classifier starts fresh."""
+    import warnings
+
+    from syn2real import methods
+
+    cfg = NetworkConfig(backbone="test_resnet", num_classes=5, in_chans=3, bottleneck_dim=16, bottleneck_norm=False)
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*random classifier.*")
+        start = getattr(methods, source)(task=Classification(network=cfg))
+    path = tmp_path / f"{source}.ckpt"
+    torch.save({"state_dict": start.state_dict()}, path)
+    m = DRST(task=Classification(network=cfg), init_checkpoint=str(path))
+    for (name, a), b in zip(m.model.state_dict().items(), start.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert m.domain_classifier.in_features == 16
