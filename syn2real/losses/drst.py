@@ -36,11 +36,6 @@ __all__ = ["density_ratio", "robust_cross_entropy", "robust_logits", "robust_pro
 Gradient = Literal["robust", "autograd"]
 
 
-def _check_range(ratio_min: float, ratio_max: float, fn: str) -> None:
-    if not (0.0 < ratio_min <= ratio_max):  # also rejects NaN
-        raise ValueError(f"{fn}: need 0 < ratio_min <= ratio_max, got ratio_min={ratio_min}, ratio_max={ratio_max}")
-
-
 def density_ratio(
     domain_logits: torch.Tensor,
     n_source: float = 1.0,
@@ -62,7 +57,9 @@ def density_ratio(
     if domain_logits.ndim == 2 and domain_logits.shape[1] == 1:
         domain_logits = domain_logits[:, 0]
     if domain_logits.ndim != 1:
-        raise ValueError(f"density_ratio: domain_logits must have shape (N,) or (N, 1), got {tuple(domain_logits.shape)}")
+        raise ValueError(
+            f"density_ratio: domain_logits must have shape (N,) or (N, 1), got {tuple(domain_logits.shape)}"
+        )
     if not (n_source > 0 and n_target > 0):
         raise ValueError(f"density_ratio: n_source and n_target must be > 0, got {n_source}, {n_target}")
     if not (0.0 <= ratio_min <= ratio_max):
@@ -104,7 +101,9 @@ def robust_cross_entropy(
     if gradient not in ("robust", "autograd"):
         raise ValueError(f"robust_cross_entropy: gradient must be 'robust' or 'autograd', got {gradient!r}")
     if labels.shape != logits.shape[:1]:
-        raise ValueError(f"robust_cross_entropy: labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+        raise ValueError(
+            f"robust_cross_entropy: labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}"
+        )
     kept = labels != ignore_index
     count = kept.sum().clamp_min(1)
     scaled = robust_logits(logits, ratio.detach())
