@@ -6,6 +6,10 @@ probabilities are gathered, so every rank computes the thresholds from *all* pre
 pseudo-labels, the same as one process would. Per round it records the portion, how many images each class
 kept, the pseudo-labels' accuracy and the target ECE where the target has labels for evaluation (never used for
 training), in ``<default_root_dir>/self_training_rounds.json``, the logger and ``metrics.json``.
+
+The probabilities are the softmax of the method's forward pass, or what its ``pseudo_label_probabilities`` hook
+returns (:class:`~syn2real.core.interfaces.SupportsPseudoLabelProbabilities`: DRST's robust classifier), with
+per-sample statistics (DRST: the density ratio) gathered alongside and recorded as means per round.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
+from syn2real.core.interfaces import SupportsPseudoLabelProbabilities
 from syn2real.io import write_json_atomic
 from syn2real.losses.self_training import (
     class_balanced_thresholds,
@@ -31,7 +36,7 @@ from syn2real.losses.self_training import (
 )
 from syn2real.metrics.calibration import expected_calibration_error
 
-__all__ = ["PseudoLabelRounds", "RoundConfig", "predict_probs"]
+__all__ = ["PseudoLabelRounds", "RoundConfig", "predict_probs", "predict_round"]
 
 @dataclass
 class RoundConfig:
@@ -56,33 +61,56 @@ class RoundConfig:
     filename: str = "self_training_rounds.json"
 
 
-@torch.no_grad()
-def predict_probs(trainer: L.Trainer, pl_module: L.LightningModule, dataset: Any, batch_size: int) -> torch.Tensor:
-    """Softmax predictions (N, C) of ``pl_module`` on every item of ``dataset``, identical on all ranks.
+def _batch_outputs(pl_module: L.LightningModule, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The probabilities the rounds label from and per-sample statistics: the method's hook when it has one
+    (DRST's robust classifier), else the softmax of its forward pass and no statistics."""
+    if isinstance(pl_module, SupportsPseudoLabelProbabilities):
+        probs, stats = pl_module.pseudo_label_probabilities(x)
+        return probs.float(), {k: v.float().reshape(-1) for k, v in stats.items()}
+    return pl_module(x).float().softmax(dim=1), {}
 
-    Rank r of W predicts items r, r+W, r+2W, ...; the shards are padded to one length, all-gathered and put back
-    in dataset order."""
+
+@torch.no_grad()
+def predict_round(
+    trainer: L.Trainer, pl_module: L.LightningModule, dataset: Any, batch_size: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Class probabilities (N, C) of ``pl_module`` on every item of ``dataset`` and its named per-sample statistics
+    (N,) each (:class:`~syn2real.core.interfaces.SupportsPseudoLabelProbabilities`), identical on all ranks.
+
+    Rank r of W predicts items r, r+W, r+2W, ...; the shards (probabilities and statistics side by side) are padded
+    to one length, all-gathered and put back in dataset order."""
     world, rank = trainer.world_size, trainer.global_rank
     n = len(dataset)
-    indices = list(range(rank, n, world))
+    indices = list(range(rank, n, world)) or [0]  # an empty shard still learns the statistics' names (sliced off)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=0)
     was_training = pl_module.training
     pl_module.eval()
-    chunks = [pl_module(batch[0].to(pl_module.device)).float().softmax(dim=1) for batch in loader]
+    outputs = [_batch_outputs(pl_module, batch[0].to(pl_module.device)) for batch in loader]
     pl_module.train(was_training)
+    names = sorted(outputs[0][1]) if outputs else []
+    local = torch.cat([torch.cat([p, *(st[k][:, None] for k in names)], dim=1) for p, st in outputs])
+    local = local[: len(range(rank, n, world))]
     num_classes = int(pl_module.network_cfg.num_classes)
-    local = torch.cat(chunks) if chunks else torch.zeros(0, num_classes, device=pl_module.device)
+    if local.shape[1] != num_classes + len(names):
+        raise ValueError(f"self-training predicted {local.shape[1] - len(names)} class probabilities per image, "
+                         f"expected model.task.network.num_classes = {num_classes}")
     if world == 1:
-        return local
-    per_rank = math.ceil(n / world)
-    padded = torch.zeros(per_rank, num_classes, device=local.device)
-    padded[: local.shape[0]] = local
-    gathered = trainer.strategy.all_gather(padded)  # (W, per_rank, C)
-    probs = torch.empty(n, num_classes, device=local.device)
-    for r in range(world):
-        count = len(range(r, n, world))
-        probs[r::world] = gathered[r, :count]
-    return probs
+        table = local
+    else:
+        per_rank = math.ceil(n / world)
+        padded = torch.zeros(per_rank, local.shape[1], device=local.device)
+        padded[: local.shape[0]] = local
+        gathered = trainer.strategy.all_gather(padded)  # (W, per_rank, C + S)
+        table = torch.empty(n, local.shape[1], device=local.device)
+        for r in range(world):
+            count = len(range(r, n, world))
+            table[r::world] = gathered[r, :count]
+    return table[:, :num_classes], {k: table[:, num_classes + i] for i, k in enumerate(names)}
+
+
+def predict_probs(trainer: L.Trainer, pl_module: L.LightningModule, dataset: Any, batch_size: int) -> torch.Tensor:
+    """The class probabilities of :func:`predict_round` (N, C), identical on all ranks."""
+    return predict_round(trainer, pl_module, dataset, batch_size)[0]
 
 
 class PseudoLabelRounds(L.Callback):
@@ -123,7 +151,7 @@ class PseudoLabelRounds(L.Callback):
             )
         dataset = datasets["target_predict"]
         batch_size = int(getattr(dm, "eval_batch_size", None) or getattr(dm, "batch_size", 64))
-        probs = predict_probs(trainer, pl_module, dataset, batch_size)
+        probs, stats = predict_round(trainer, pl_module, dataset, batch_size)
         cfg = self.cfg
         portion = portion_schedule(round_idx, cfg.portion_start, cfg.portion_step, cfg.portion_cap)
         if cfg.thresholds in (None, "exact"):
@@ -137,6 +165,10 @@ class PseudoLabelRounds(L.Callback):
         self.labels = labels
         self.soft_labels = lrent_soft_labels(probs, thresholds, self.lrent_alpha) if self.soft else None
         record = self._record(round_idx, portion, probs, labels, thresholds, dataset, pl_module)
+        for name, values in stats.items():  # e.g. DRST's density ratio: over the target set and the kept samples
+            kept = labels >= 0
+            record[f"mean_{name}"] = float(values.mean())
+            record[f"mean_{name}_kept"] = float(values[kept].mean()) if bool(kept.any()) else None
         self.history.append(record)
         scalars = {f"self_training/{k}": float(v) for k, v in record.items() if isinstance(v, (int, float))}
         for name, n_pred, n_kept in zip(record["classes"], record["predicted_per_class"], record["kept_per_class"]):

@@ -14,7 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["MethodInterface", "SupportsEvalMedia", "SupportsRunSummary", "SupportsTrainingMedia"]
+__all__ = [
+    "MethodInterface", "SupportsEvalMedia", "SupportsPseudoLabelProbabilities", "SupportsRunSummary",
+    "SupportsTrainingMedia",
+]
 
 
 @runtime_checkable
@@ -44,6 +47,18 @@ class SupportsRunSummary(Protocol):
 
     def run_summary(self) -> dict[str, Any]:
         """Extra top-level entries of ``metrics.json`` (self-training: ``self_training_rounds``); JSON-serialisable."""
+        ...
+
+
+@runtime_checkable
+class SupportsPseudoLabelProbabilities(Protocol):
+    """A method whose self-training rounds choose pseudo-labels from other probabilities than the softmax of its
+    forward pass (DRST: the robust classifier's). ``PseudoLabelRounds`` calls it on every target batch."""
+
+    def pseudo_label_probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(probs, stats)`` of a batch in eval mode, without gradients: (B, C) class probabilities and named
+        (B,) per-sample statistics; the rounds record the mean of each over the target set (``mean_<name>``) and
+        over the samples kept (``mean_<name>_kept``)."""
         ...
 
 

@@ -8,6 +8,7 @@ from syn2real.methods.base import DAMethod
 from syn2real.methods.csg import CSG
 from syn2real.methods.cycada import CyCADA
 from syn2real.methods.dann import CDAN, DANN
+from syn2real.methods.drst import DRST
 from syn2real.methods.enlightengan import EnlightenGAN
 from syn2real.methods.mean_teacher import MeanTeacher
 from syn2real.methods.minent import MinEnt
@@ -17,6 +18,6 @@ from syn2real.methods.self_training import SelfTraining
 from syn2real.methods.source_only import SourceOnly
 
 __all__ = [
-    "ADDA", "ASG", "CDAN", "CSG", "CyCADA", "DANN", "DAMethod", "EnlightenGAN", "MeanTeacher", "MinEnt", "OptimConfig",
+    "ADDA", "ASG", "CDAN", "CSG", "CyCADA", "DANN", "DAMethod", "DRST", "EnlightenGAN", "MeanTeacher", "MinEnt", "OptimConfig",
     "OutputSpaceAdaptation", "SelfTraining", "SourceOnly",
 ]

@@ -34,7 +34,8 @@ class OptimConfig:
         backbone_lr_mult: multiplier for pretrained backbone parameters (0.1 is the usual fine-tuning value).
         scheduler: ``none``; ``poly`` (``(1 - t/T)^power``, DeepLab/CBST); ``cosine`` (to ``min_lr_ratio``);
             ``inv`` (DANN's ``(1 + gamma * t/T)^-power``); ``linear`` (CycleGAN: constant, then linear decay to 0
-            from the fraction ``decay_start`` of training).
+            from the fraction ``decay_start`` of training); ``step`` (× ``step_factor`` at each fraction of
+            training in ``milestones``: StepLR(7, 0.1) over 20 epochs is ``milestones: [0.35, 0.7]``).
         warmup_steps: linear warm-up steps.
         warmup_mode: ``prefix``: the factor ramps as ``(t + 1) / warmup_steps``, then the schedule runs over the
             remaining steps; ``scale`` (mmcv/mmseg, DAFormer): the schedule runs over all steps from step 0, and during
@@ -53,7 +54,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
     backbone_lr_mult: float = 1.0
-    scheduler: Literal["none", "poly", "cosine", "inv", "linear"] = "none"
+    scheduler: Literal["none", "poly", "cosine", "inv", "linear", "step"] = "none"
     power: float = 0.9
     gamma: float = 10.0
     inv_power: float = 0.75
@@ -63,6 +64,8 @@ class OptimConfig:
     warmup_mode: Literal["prefix", "scale"] = "prefix"
     warmup_ratio: float = 0.0
     no_decay_keys: list[str] = field(default_factory=list)
+    milestones: tuple[float, ...] = ()
+    step_factor: float = 0.1
 
 
 def deeplab_optim() -> OptimConfig:
@@ -118,6 +121,8 @@ def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
             return (1.0 + cfg.gamma * t) ** (-cfg.inv_power)
         if cfg.scheduler == "linear":
             return 1.0 if t <= cfg.decay_start else max(0.0, (1.0 - t) / max(1e-12, 1.0 - cfg.decay_start))
+        if cfg.scheduler == "step":
+            return cfg.step_factor ** sum(t >= m for m in cfg.milestones)
         return 1.0
 
     return factor

@@ -13,6 +13,9 @@ confidence histograms, label maps on disk that the target loader crops with its 
 
 It starts from any syn2real checkpoint (``init_checkpoint``): source-only, DANN, CDAN, ADDA's target network,
 AdvEnt for segmentation.
+
+:class:`~syn2real.methods.drst.DRST` is a subclass that labels the same rounds from a density-ratio robust classifier
+(the rounds ask the method for its probabilities through ``pseudo_label_probabilities`` when it has that hook).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ def test_lr_schedules_by_hand() -> None:
     assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.1 + 0.9 * 0.5) and cos(10) == pytest.approx(0.1)
     warm = lr_lambda(OptimConfig(scheduler="none", warmup_steps=4), total_steps=10)
     assert [warm(i) for i in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    # StepLR(7 epochs, 0.1) over 20 epochs of 10 steps (DRST's VisDA settings)
+    step = lr_lambda(OptimConfig(scheduler="step", milestones=(0.35, 0.7), step_factor=0.1), total_steps=200)
+    assert [step(i) for i in (0, 69, 70, 139, 140, 199)] == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_param_groups_apply_backbone_multiplier() -> None:
