@@ -95,6 +95,7 @@ results: install
 	$(call fit_seeds,cbst_from_cdan,cbst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,crst_from_cdan,crst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,mic_from_cdan,mic,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
+	$(call fit_seeds,drst_from_cdan,drst,--model.init_args.init_checkpoint $(R)/cdan/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,oracle,oracle,)
 	$(call fit_seeds,cycada_pixel,cycada_pixel,--model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	$(call fit_seeds,cycada_feature,cycada_feature,$(CYCADA_STAGE3))
@@ -109,7 +110,7 @@ results: install
 	$(call fit_seeds,cycada_pixel_no_semantic,cycada_pixel.yaml --config configs/digits/ablations/cycada_no_semantic,\
 	  --model.init_args.teacher_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
 	for m in source_only dann cdan adda cbst_from_source crst_from_source cbst_from_dann crst_from_dann \
-	  cbst_from_cdan crst_from_cdan mic_from_cdan oracle cycada_pixel cycada_feature cycada_pixel_no_semantic \
+	  cbst_from_cdan crst_from_cdan mic_from_cdan drst_from_cdan oracle cycada_pixel cycada_feature cycada_pixel_no_semantic \
 	  source_only_on_translated; do \
 	  echo "== $$m"; $(BIN)/syn2real aggregate $(R)/$$m/seed*/metrics.json || exit 1; done
 	$(BIN)/syn2real aggregate --selection $(R)/dann/seed*/metrics.json $(R)/cdan/seed*/metrics.json \

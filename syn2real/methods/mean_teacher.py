@@ -50,7 +50,7 @@ from syn2real.methods.optim import OptimConfig, deeplab_optim
 from syn2real.models.heads import NetworkConfig
 from syn2real.tasks import Classification, Segmentation, Task
 
-__all__ = ["MaskConfig", "MeanTeacher"]
+__all__ = ["FeatureDistanceConfig", "MaskConfig", "MeanTeacher"]
 
 
 @dataclass
@@ -76,6 +76,28 @@ class MaskConfig:
                              f"{self.ratio}, {self.weight}")
 
 
+@dataclass
+class FeatureDistanceConfig:
+    """DAFormer's ImageNet feature distance: the student's bottleneck features of the source images pulled toward
+    those of a frozen copy of the initial (ImageNet) backbone, on the feature pixels of "thing" classes.
+
+    Args:
+        weight: λ_FD (DAFormer: 0.005).
+        classes: the thing class ids; ``null`` = the Cityscapes things DAFormer uses (traffic light, traffic sign,
+            person, rider, car, truck, bus, train, motorcycle, bicycle), found by name in the data's classes.
+        ratio: a feature pixel counts when at least this share of its label pixels is one thing class (0.75).
+    """
+
+    weight: float = 0.005
+    classes: list[int] | None = None
+    ratio: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"feature_distance: weight must be >= 0 and ratio in (0, 1], got {self.weight}, "
+                             f"{self.ratio}")
+
+
 @null_defaults(task=lambda: Classification(NetworkConfig()), optim=OptimConfig, strong_view=StrongViewConfig)
 class MeanTeacher(DAMethod):
     """DACS / DAFormer / MIC: an EMA teacher pseudo-labels (mixed, masked) target images for the student.
@@ -96,6 +118,9 @@ class MeanTeacher(DAMethod):
             only the masked loss uses the target).
         strong_view: colour jitter + blur of the mixed image and MIC's masked image (DAFormer/MIC: 0.2 / 0.2 / blur).
         mask: MIC's masked image consistency (``null`` = off: DACS / DAFormer).
+        feature_distance: DAFormer's ImageNet feature distance on the source's thing classes (``null`` = off;
+            segmentation; the frozen copy of the backbone is taken before ``init_checkpoint`` is loaded, i.e. with
+            the network's ``weights``).
         pixel_mean / pixel_std: the data's normalisation, to jitter colours in pixel space; ``null`` = read from the
             data module's ``Normalize`` transform.
         bn_statistics: which forward passes update the student's BatchNorm running statistics: ``all`` (source,
@@ -122,6 +147,7 @@ class MeanTeacher(DAMethod):
         target_weight: float = 1.0,
         strong_view: StrongViewConfig | None = None,
         mask: MaskConfig | None = None,
+        feature_distance: FeatureDistanceConfig | None = None,
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         bn_statistics: Literal["all", "source"] = "all",
@@ -168,6 +194,17 @@ class MeanTeacher(DAMethod):
             self.eval_metrics["teacher"] = self.task.build_metrics("teacher")
         if (self.pixel_mean is None) != (self.pixel_std is None):
             raise ValueError("model.init_args.pixel_mean and pixel_std go together (both or neither)")
+        self.fd_cfg = feature_distance
+        self.imagenet: torch.nn.Module | None = None
+        if feature_distance is not None:
+            if not segmentation or not hasattr(self.model, "forward_levels_and_bottleneck"):
+                raise ValueError("model.init_args.feature_distance compares bottleneck maps on thing-class pixels: it "
+                                 "needs the task Segmentation")
+            self.imagenet = copy.deepcopy(self.model.backbone)  # the initial (ImageNet) encoder, frozen
+            for p in self.imagenet.parameters():
+                p.requires_grad_(False)
+            self.imagenet.eval()
+            self._thing_classes: list[int] | None = feature_distance.classes
         if init_checkpoint is not None:
             self.load_weights(init_checkpoint)
         self.teacher = copy.deepcopy(self.model)
@@ -185,14 +222,20 @@ class MeanTeacher(DAMethod):
     def train(self, mode: bool = True) -> MeanTeacher:
         super().train(mode)
         self.teacher.eval()  # the teacher labels with running statistics and no dropout, always
+        if self.imagenet is not None:
+            self.imagenet.eval()
         return self
 
     # -- wiring with the data -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.fd_cfg is not None and self._thing_classes is None and getattr(dm, "classes", None) is not None:
+            from syn2real.losses.feature_distance import thing_class_ids
+
+            self._thing_classes = thing_class_ids(list(dm.classes))
         if self.pixel_mean is not None:
             return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         spec = getattr(dm, "train_transforms_spec", None) or []
         for step in spec:
             if isinstance(step, dict) and step.get("name") == "Normalize":
@@ -327,7 +370,10 @@ class MeanTeacher(DAMethod):
         self.update_teacher()
         x_s, y_s = self.source_batch(batch)
         x_t = batch["target"][0]
-        out = self.supervised_losses(x_s, y_s)
+        if self.fd_cfg is None:
+            out = self.supervised_losses(x_s, y_s)
+        else:
+            out = self.source_losses_with_feature_distance(x_s, y_s)
         loss = out["loss"]
         labels, weight, confidence = self.pseudo_labels(x_t)
         out["pseudo_weight"] = weight.mean()
@@ -348,6 +394,35 @@ class MeanTeacher(DAMethod):
         out["loss"] = loss
         out["ema_momentum"] = torch.tensor(ema_momentum(max(int(self.ema_step), 1), self.ema_momentum))
         return out
+
+    def thing_classes(self) -> list[int]:
+        """The class ids of the feature distance (from the config, else the data's class names)."""
+        if self._thing_classes is not None:
+            return list(self._thing_classes)
+        if self.task.num_classes == 19:
+            from syn2real.losses.feature_distance import CITYSCAPES_THING_CLASS_IDS
+
+            return list(CITYSCAPES_THING_CLASS_IDS)
+        raise ValueError("model.init_args.feature_distance.classes: the thing classes are unknown for "
+                         f"{self.task.num_classes} classes without class names; give their ids")
+
+    def source_losses_with_feature_distance(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The supervised loss of the source batch + λ_FD · the ImageNet feature distance of its bottleneck, from
+        one forward pass of the student (DAFormer)."""
+        from syn2real.losses.feature_distance import feature_distance_loss
+        from syn2real.models.segmentation import upsample
+
+        assert self.fd_cfg is not None and self.imagenet is not None
+        levels, bottleneck = self.model.forward_levels_and_bottleneck(x)
+        levels = [upsample(level, x.shape[-2:]) for level in levels]
+        supervised = self.task.loss(self, levels, y)
+        with torch.no_grad():
+            reference = self.imagenet(self.model.pad_input(x))[-1]
+        distance = feature_distance_loss(bottleneck, reference, y, self.thing_classes(), self.fd_cfg.ratio,
+                                         self.task.num_classes, self.task.ignore_index)
+        return {"loss": supervised + self.fd_cfg.weight * distance, "source_ce": supervised.detach(),
+                f"source_{self.task.accuracy_name}": self.task.accuracy(levels[0].detach(), y),
+                "feature_distance": distance.detach()}
 
     def _pseudo_label_accuracy(self, batch: Batch, labels: torch.Tensor,
                                confidence: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -259,7 +259,13 @@ class SegmentationNet(nn.Module):
         """Logits of each classifier: ``[main]`` or ``[main, aux]`` with ``multi_level``; at the feature resolution
         (1/output_stride; 1/4 for the DAFormer head), or at the input's size when the input had to be padded (the
         padded logits are upsampled to the padded size and cropped, so they cover exactly the input)."""
-        feats = self.features(x)
+        return self.forward_levels_and_bottleneck(x)[0]
+
+    def forward_levels_and_bottleneck(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`forward_levels` and the encoder's bottleneck (``backbone_features(x)[-1]``) from one pass: DAFormer's
+        ImageNet feature distance reads the bottleneck of the source batch the loss is computed on."""
+        encoded = self.backbone_features(x)
+        feats = self.neck(encoded) if self.neck is not None else encoded
         if isinstance(self.classifier, DAFormerHead):
             out = [self.classifier(feats)]
         else:
@@ -270,7 +276,7 @@ class SegmentationNet(nn.Module):
         padded = (h + (-h % self.input_multiple), w + (-w % self.input_multiple))
         if padded != (h, w):
             out = [upsample(level, padded)[..., :h, :w] for level in out]
-        return out
+        return out, encoded[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Main logits (B, C, H, W) at the input's size."""
