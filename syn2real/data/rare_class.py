@@ -168,7 +168,8 @@ class RareClassSampler(ResumableSampler):
 
     def draws(self, epoch: int, pass_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(classes, images, crop pixels, item seeds) of every position of a pass, all ranks together."""
-        rng = np.random.default_rng([self.seed, epoch, pass_index, len(self.dataset), _STREAM])  # type: ignore[arg-type]
+        n = len(self.dataset)  # type: ignore[arg-type]
+        rng = np.random.default_rng([self.seed, epoch, pass_index, n, _STREAM])
         classes, images, needs = self.plan.draw(rng, self.total_size)
         seeds = rng.integers(0, 2**32, size=self.total_size, dtype=np.uint64)
         return classes, images, needs, seeds

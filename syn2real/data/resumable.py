@@ -77,7 +77,8 @@ class ResumableSampler(DistributedSampler):
 class SeededItems(Dataset):
     """``dataset`` indexed by ``(index, item_seed)``: its albumentations pipelines draw from generators seeded with
     ``item_seed`` (the ``k``-th pipeline with ``item_seed + k``); a plain ``index`` leaves them as they are. A longer
-    key ``(index, item_seed, *extra)`` (rare-class sampling's class and crop rule) reads ``dataset[(index, *extra)]``."""
+    key ``(index, item_seed, *extra)`` (rare-class sampling's class and crop rule) reads
+    ``dataset[(index, *extra)]``."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

@@ -135,6 +135,20 @@ def test_resume_mid_pass_and_ddp_ranks(tmp_path: Path) -> None:
     assert list(resumed) == whole[3:]
     ranks = [list(RareClassSampler(dataset, 2, r, 7, False, plan)) for r in (0, 1)]
     assert ranks[0] == whole[0::2] and ranks[1] == whole[1::2]  # 2 ranks of B see one process of 2B
+    # the loader's state (what a mid-epoch checkpoint holds) continues with the same batches, crops included
+    full = source_batches(datamodule(list_file, RareClassSampling(temperature=0.5, min_pixels=9)))
+    loader = datamodule(list_file, RareClassSampling(temperature=0.5, min_pixels=9)).train_dataloader().iterables[
+        "source"]
+    batches = iter(loader)
+    next(batches)
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "pass": 0, "items": 2}
+    again = datamodule(list_file, RareClassSampling(temperature=0.5, min_pixels=9)).train_dataloader().iterables[
+        "source"]
+    again.load_state_dict(state)
+    rest = list(again)
+    assert len(rest) == len(full) - 1
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(rest, full[1:]))
 
 
 def test_option_off_keeps_todays_order(tmp_path: Path) -> None:
