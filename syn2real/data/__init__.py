@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         DomainSpec,
         LoaderConfig,
     )
+    from syn2real.data.rare_class import RareClassSampling
     from syn2real.data.segmentation import DigitsSegmentationDataModule, SegDomainSpec, SegmentationDataModule
     from syn2real.data.unpaired import UnpairedImageDataModule
 
@@ -26,6 +27,7 @@ _HOMES = {
     "DigitsDataModule": "datamodule", "DomainPairDataModule": "datamodule", "DomainSpec": "datamodule",
     "DigitsSegmentationDataModule": "segmentation", "SegDomainSpec": "segmentation",
     "SegmentationDataModule": "segmentation", "UnpairedImageDataModule": "unpaired",
+    "RareClassSampling": "rare_class",
 }
 
 __all__ = sorted(_HOMES)

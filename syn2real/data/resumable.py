@@ -54,9 +54,8 @@ class ResumableSampler(DistributedSampler):
         """Make the next pass, if it belongs to ``epoch``, the pass ``pass_index`` without its first ``items``."""
         self._resume = {"epoch": int(epoch), "pass": int(pass_index), "items": int(items)}
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        # a generator: runs at the first draw, after Lightning's set_epoch for the epoch
-        indices = list(super().__iter__())
+    def begin_pass(self) -> int:
+        """Start the next pass (the resumed one, if :meth:`resume` named this epoch); returns the items to skip."""
         skip = 0
         if self._resume is not None:
             if self._resume["epoch"] == self.epoch:  # else the saved epoch had ended: a fresh epoch
@@ -64,6 +63,12 @@ class ResumableSampler(DistributedSampler):
             self._resume = None
         self.current_pass, self.offset = self.next_pass, skip
         self.next_pass += 1
+        return skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        # a generator: runs at the first draw, after Lightning's set_epoch for the epoch
+        indices = list(super().__iter__())
+        skip = self.begin_pass()
         seeds = item_seeds(self.seed, self.epoch, self.current_pass, len(self.dataset))  # type: ignore[arg-type]
         for index in indices[skip:]:
             yield index, int(seeds[index])
@@ -71,7 +76,9 @@ class ResumableSampler(DistributedSampler):
 
 class SeededItems(Dataset):
     """``dataset`` indexed by ``(index, item_seed)``: its albumentations pipelines draw from generators seeded with
-    ``item_seed`` (the ``k``-th pipeline with ``item_seed + k``); a plain ``index`` leaves them as they are."""
+    ``item_seed`` (the ``k``-th pipeline with ``item_seed + k``); a plain ``index`` leaves them as they are. A longer
+    key ``(index, item_seed, *extra)`` (rare-class sampling's class and crop rule) reads
+    ``dataset[(index, *extra)]``."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -83,13 +90,13 @@ class SeededItems(Dataset):
     def __getitem__(self, key: Any) -> Any:
         if not isinstance(key, tuple):
             return self.dataset[key]
-        index, seed = key
+        index, seed, *extra = key
         if self._pipelines is None:  # found lazily: a worker finds its own copies
             self._pipelines = list(pipelines(self.dataset))
         for k, pipeline in enumerate(self._pipelines):
             s = (seed + k) % 2**32
             pipeline.set_random_state(np.random.default_rng(s), random.Random(s))
-        return self.dataset[index]
+        return self.dataset[(index, *extra)] if extra else self.dataset[index]
 
     def __getitems__(self, keys: list[Any]) -> list[Any]:
         """A batch's items, checked to have one size (naming the files otherwise) before they are stacked."""

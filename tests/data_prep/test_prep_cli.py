@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.stem for p in (REPO / "data_prep").glob("*.py"))
 REQUIRED = {"gta5": ["--root", "r"], "cityscapes": ["--root", "r"], "synthia": ["--root", "r"],
-            "visda17": ["--root", "r"], "lowlight": ["--input", "i", "--output", "o"]}
+            "visda17": ["--root", "r"], "lowlight": ["--input", "i", "--output", "o"], "class_stats": ["--list", "l"]}
 HEAVY = ("torch", "lightning", "albumentations", "cv2", "timm")
 
 
@@ -27,7 +27,7 @@ def _script(name: str) -> ModuleType:
 
 
 def test_every_script_is_covered() -> None:
-    assert SCRIPTS == ["cityscapes", "digits", "digits_seg", "gta5", "lowlight", "synthia", "visda17"]
+    assert SCRIPTS == ["cityscapes", "class_stats", "digits", "digits_seg", "gta5", "lowlight", "synthia", "visda17"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
