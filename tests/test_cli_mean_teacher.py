@@ -95,3 +95,26 @@ def test_two_ddp_processes_train_the_single_process_student_and_teacher(gta2cs_l
     assert any(k.startswith("teacher.") for k in floats)
     worst = max((float((a["state_dict"][k] - b["state_dict"][k]).abs().max()), k) for k in floats)
     assert worst[0] < 1e-5, worst
+
+
+@pytest.mark.slow
+def test_daformer_ingredients_train_end_to_end(gta2cs_lists: dict, seg_source_run: Path, tmp_path: Path) -> None:
+    """DAFormer's switches together on a CNN: the DAFormer decoder, its optimiser (warm-up, no decay on norms), the
+    ImageNet feature distance (thing classes found by name) and rare-class sampling of the source."""
+    config = seg_config("MeanTeacher", gta2cs_lists, pixel_mean=IMAGENET["pixel_mean"], pixel_std=IMAGENET["pixel_std"],
+                        ema_momentum=0.999, ignore_top=2, ignore_bottom=4, feature_distance={"weight": 0.005},
+                        optim={"name": "adamw", "lr": 6e-4, "backbone_lr_mult": 0.1, "weight_decay": 0.01,
+                               "scheduler": "poly", "power": 1.0, "warmup_steps": 1, "warmup_mode": "scale",
+                               "warmup_ratio": 1e-6, "no_decay_keys": ["norm", "pos_embed", "pos_block"]})
+    network = config["model"]["init_args"]["task"]["init_args"]["network"]
+    network.update(head="daformer", daformer_channels=16, output_stride=32)
+    config["data"]["init_args"]["rare_class_sampling"] = {"temperature": 0.01}
+    run = tmp_path / "daformer"
+    m = fit(config, run)
+    assert m["global_step"] == 2 and 0.0 <= m["target/miou"] <= 1.0
+    state = _state(run)["state_dict"]
+    imagenet = {k[len("imagenet."):]: v for k, v in state.items() if k.startswith("imagenet.")}
+    convs = [k for k, v in imagenet.items() if v.ndim == 4]
+    # the frozen copy is the encoder as built (its `weights`), taken before init_checkpoint loaded the source run
+    assert convs and all(not torch.equal(imagenet[k], state["model.backbone." + k]) for k in convs)
+    assert any(k.startswith("model.classifier.fuse.") for k in state)  # the separable-ASPP fusion of DAFormer

@@ -83,6 +83,20 @@ class WandbMedia(L.Callback):
         return [lg for lg in trainer.loggers if hasattr(lg, method)]
 
     @rank_zero_only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The rare-class sampling distribution of the source (``data.rare_class_sampling``), once, as a table:
+        class, source pixel frequency, sampling probability, images that qualify."""
+        dm = getattr(trainer, "datamodule", None)
+        plan = getattr(dm, "rare_class_plan", None)
+        if plan is None or getattr(dm, "classes", None) is None:
+            return
+        rows = [[name, float(f), float(p), int(len(h))]
+                for name, f, p, h in zip(dm.classes, plan.frequency, plan.probabilities, plan.holders)]
+        for logger in self._loggers(trainer, "log_table"):
+            logger.log_table("data/rare_class_sampling", ["class", "source_pixel_frequency", "probability", "images"],
+                             rows, step=trainer.global_step)
+
+    @rank_zero_only
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         # counted in batches: under manual optimisation global_step counts every optimizer's steps
         self._batches += 1

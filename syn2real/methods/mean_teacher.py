@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from syn2real.adversarial.base import Augmentation
 from syn2real.core.display import display_rgb
 from syn2real.data.strong_view import StrongViewConfig, strong_view
+from syn2real.losses.feature_distance import CITYSCAPES_THING_CLASS_IDS, feature_distance_loss, thing_class_ids
 from syn2real.losses.mean_teacher import (
     block_mask,
     class_mix_masks,
@@ -48,6 +49,7 @@ from syn2real.methods.base import Batch, DAMethod
 from syn2real.methods.module import null_defaults
 from syn2real.methods.optim import OptimConfig, deeplab_optim
 from syn2real.models.heads import NetworkConfig
+from syn2real.models.segmentation import upsample
 from syn2real.tasks import Classification, Segmentation, Task
 
 __all__ = ["FeatureDistanceConfig", "MaskConfig", "MeanTeacher"]
@@ -231,8 +233,6 @@ class MeanTeacher(DAMethod):
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.fd_cfg is not None and self._thing_classes is None and getattr(dm, "classes", None) is not None:
-            from syn2real.losses.feature_distance import thing_class_ids
-
             self._thing_classes = thing_class_ids(list(dm.classes))
         if self.pixel_mean is not None:
             return
@@ -400,8 +400,6 @@ class MeanTeacher(DAMethod):
         if self._thing_classes is not None:
             return list(self._thing_classes)
         if self.task.num_classes == 19:
-            from syn2real.losses.feature_distance import CITYSCAPES_THING_CLASS_IDS
-
             return list(CITYSCAPES_THING_CLASS_IDS)
         raise ValueError("model.init_args.feature_distance.classes: the thing classes are unknown for "
                          f"{self.task.num_classes} classes without class names; give their ids")
@@ -409,9 +407,6 @@ class MeanTeacher(DAMethod):
     def source_losses_with_feature_distance(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The supervised loss of the source batch + λ_FD · the ImageNet feature distance of its bottleneck, from
         one forward pass of the student (DAFormer)."""
-        from syn2real.losses.feature_distance import feature_distance_loss
-        from syn2real.models.segmentation import upsample
-
         assert self.fd_cfg is not None and self.imagenet is not None
         levels, bottleneck = self.model.forward_levels_and_bottleneck(x)
         levels = [upsample(level, x.shape[-2:]) for level in levels]

@@ -213,3 +213,34 @@ def test_bn_statistics_source_keeps_the_running_statistics_of_the_target_passes(
     reference.supervised_losses(*batch["source"])  # the source pass alone
     torch.testing.assert_close(stats["source"], reference.model.backbone.bn1.running_mean)
     assert not torch.allclose(stats["all"], stats["source"])
+
+
+def test_feature_distance_adds_the_imagenet_term_on_thing_pixels() -> None:
+    from syn2real.losses.feature_distance import feature_distance_loss
+    from syn2real.methods.mean_teacher import FeatureDistanceConfig
+
+    torch.manual_seed(0)
+    method = MeanTeacher(task=SEG, mix="none", strong_view=PLAIN, feature_distance=FeatureDistanceConfig(
+        weight=0.5, classes=[1, 2]), **NORM)
+    start = {k: v.clone() for k, v in method.imagenet.state_dict().items()}
+    with torch.no_grad():
+        for p in method.model.backbone.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # the student has moved away from the frozen copy
+    x_s = _batch(True)["source"][0]
+    blocks = torch.randint(0, 4, (2, 7, 7), generator=torch.Generator().manual_seed(3))
+    y_s = blocks.repeat_interleave(4, 1).repeat_interleave(4, 2)  # one class per 4 × 4 block: whole feature pixels
+    out = method.source_losses_with_feature_distance(x_s, y_s)
+    feats = method.model.backbone_features(x_s)[-1]
+    with torch.no_grad():
+        reference = method.imagenet(x_s)[-1]
+    distance = feature_distance_loss(feats, reference, y_s, [1, 2], 0.75, 4)
+    supervised = SEG.loss(method, SEG.levels(method.model, x_s), y_s)
+    assert float(distance) > 0
+    torch.testing.assert_close(out["loss"], supervised + 0.5 * distance)
+    out["loss"].backward()
+    assert all(p.grad is None for p in method.imagenet.parameters())  # frozen
+    assert all(torch.equal(start[k], v) for k, v in method.imagenet.state_dict().items())
+    method.train()
+    assert not method.imagenet.training
+    with pytest.raises(ValueError, match="needs the task Segmentation"):
+        MeanTeacher(task=CLS, mix="none", feature_distance=FeatureDistanceConfig(), **NORM)
