@@ -66,6 +66,10 @@ def make_class_tree(root: Path, classes: list[str], per_class: int, size: int = 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYN2REAL_CACHE", str(tmp_path_factory.getbasetemp() / "syn2real_cache"))
+    # seed_everything exports the run's seed, which the training samplers read: a test that seeds must not decide
+    # the order another test's loaders draw (restored after the test by monkeypatch)
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
