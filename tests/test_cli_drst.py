@@ -47,10 +47,12 @@ def test_drst_ddp_two_processes_give_the_single_process_pseudo_labels(tmp_path: 
     assert ra["labels"].shape == (4500,) and (ra["labels"] >= 0).sum() > 50
     assert torch.equal(ra["labels"], rb["labels"])
     assert torch.allclose(ra["thresholds"], rb["thresholds"], atol=1e-5)
-    # the domain classifier ends the same (gradients averaged over the ranks); the counts are per rank, their
-    # ratio n_t / n_s (the prior correction) is the same
+    # the domain classifier ends close (gradients averaged over the ranks), not equal: digits_cnn's BatchNorm
+    # normalises each rank's 16 images with their own statistics (one process: 32), so the features differ slightly,
+    # and Adam (lr 1e-3 for this head) turns small gradient differences into steps of up to the lr (measured: 2.8e-3
+    # after the run). The counts are per rank, their ratio n_t / n_s (the prior correction) is the same.
     for key in ("domain_classifier.net.0.weight", "domain_classifier.net.4.weight"):
-        assert torch.allclose(a["weights"][key], b["weights"][key], atol=1e-5), key
+        assert torch.allclose(a["weights"][key], b["weights"][key], atol=1e-2), key
     ca, cb = a["weights"]["domain_counts"], b["weights"]["domain_counts"]
     assert ca.tolist() == [128.0, 128.0] and cb.tolist() == [64.0, 64.0]
     ma = json.loads((runs["single"] / "metrics.json").read_text())
