@@ -289,12 +289,16 @@ class MeanTeacher(DAMethod):
         self.ema_step.fill_(step)
 
     @torch.no_grad()
-    def pseudo_labels(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The teacher's pseudo-labels of a target batch, their confidence weights and confidences."""
+    def pseudo_labels(self, x_t: torch.Tensor,
+                      all_ranks: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The teacher's pseudo-labels of a target batch, their confidence weights and confidences. ``all_ranks``:
+        the ``share`` weight counts the global batch (a collective every rank must enter; ``False`` for work done on
+        one rank only, such as the W&B pictures, counts this rank's batch)."""
         probs = self.task.levels(self.teacher, x_t)[0].float().softmax(dim=1)
         confidence, labels = probs.max(dim=1)
         count = None
-        if self.pseudo_weight == "share" and self._trainer is not None and self.trainer.world_size > 1:
+        if (all_ranks and self.pseudo_weight == "share" and self._trainer is not None
+                and self.trainer.world_size > 1):
             stats = torch.stack([(confidence >= self.pseudo_threshold).sum(),
                                  torch.tensor(confidence.numel(), device=confidence.device)]).float()
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
@@ -443,8 +447,8 @@ class MeanTeacher(DAMethod):
             return media
         x_s, y_s = batch["source"][0][:max_images], batch["source"][1][:max_images]
         x_t = batch["target"][0][:max_images]
-        with torch.no_grad():
-            labels, weight, confidence = self.pseudo_labels(x_t)
+        with torch.no_grad():  # on rank 0 only (WandbMedia): no collective
+            labels, weight, confidence = self.pseudo_labels(x_t, all_ranks=False)
             x_m, y_m, _ = self.mixed_target(x_s, y_s, x_t, labels, weight)
             x_mask = self.masked_target(x_t) if self.mask_cfg is not None else None
         if isinstance(self.task, Segmentation):

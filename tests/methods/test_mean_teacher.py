@@ -244,3 +244,23 @@ def test_feature_distance_adds_the_imagenet_term_on_thing_pixels() -> None:
     assert not method.imagenet.training
     with pytest.raises(ValueError, match="needs the task Segmentation"):
         MeanTeacher(task=CLS, mix="none", feature_distance=FeatureDistanceConfig(), **NORM)
+
+
+def test_training_media_rows_without_a_collective() -> None:
+    """The pictures are drawn on rank 0 only: they must not enter the all-reduce of the confidence share."""
+
+    class World2:  # a trainer whose reduce would hang on one rank: the pictures must not call it
+        world_size, global_rank, global_step, datamodule = 2, 0, 0, None
+
+        class strategy:  # noqa: N801
+            @staticmethod
+            def reduce(*args, **kwargs):
+                raise AssertionError("training_media entered a collective")
+
+    torch.manual_seed(0)
+    method = MeanTeacher(task=SEG, mask=MaskConfig(block=4), **NORM)
+    method._trainer = World2()
+    media = method.training_media(_batch(True, n=3), max_images=2)
+    rows = media["mean_teacher/target"]
+    assert rows.shape == (6, 2, 3, 28, 28)  # target, pseudo-label, confident, mixed, mixed label, masked
+    assert float(rows.min()) >= 0.0 and float(rows.max()) <= 1.0
