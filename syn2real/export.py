@@ -76,10 +76,9 @@ def export_payload(
     input_size: Sequence[int] | None,
 ) -> dict[str, Any]:
     """The exported file's content: plain tensors, lists, numbers and strings only (``weights_only`` loads it)."""
-    from syn2real.robustness import normalization_of
+    from syn2real.data.transforms import normalize_stats
 
-    has_normalize = any(isinstance(e, dict) and e.get("name") == "Normalize" for e in eval_transforms or [])
-    mean, std = normalization_of(eval_transforms) if has_normalize else (None, None)
+    mean, std = normalize_stats(eval_transforms) or (None, None)
     network = export_main_bn(model).eval()
     return {
         "format": EXPORT_FORMAT,

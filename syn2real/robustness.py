@@ -58,6 +58,7 @@ from syn2real.adversarial.spatial import spatial_grid
 from syn2real.commands.ensemble import ensemble_root, run_of
 from syn2real.commands.loading import load_trained
 from syn2real.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
+from syn2real.data.transforms import normalize_stats
 from syn2real.io import atomic_write, cache_root, write_json_atomic
 from syn2real.metrics.calibration import (
     calibration_error,
@@ -138,18 +139,14 @@ def corrupt_batch(
 
 def normalization_of(spec: Sequence[dict[str, Any]] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of the ``Normalize`` step of an evaluation transform spec, in [0, 1] pixel units."""
-    for entry in spec or []:
-        if isinstance(entry, dict) and entry.get("name") == "Normalize":
-            max_value = float(entry.get("max_pixel_value", 255.0))
-            if abs(max_value - 255.0) > 1e-6:
-                raise ValueError(f"Normalize with max_pixel_value {max_value}: attacks assume 8-bit images (255)")
-            mean, std = entry.get("mean", (0.485, 0.456, 0.406)), entry.get("std", (0.229, 0.224, 0.225))
-            as_tuple = lambda v: tuple(float(a) for a in (v if isinstance(v, (list, tuple)) else [v]))  # noqa: E731
-            return as_tuple(mean), as_tuple(std)
-    raise ValueError(
-        "the evaluation transforms have no Normalize step; the report card needs the data's mean/std to put "
-        "attacks and corruptions in pixel space (add {name: Normalize, mean: [...], std: [...]} to data.eval_transforms)"
-    )
+    stats = normalize_stats(spec)
+    if stats is None:
+        raise ValueError(
+            "the evaluation transforms have no Normalize step; the report card needs the data's mean/std to put "
+            "attacks and corruptions in pixel space (add {name: Normalize, mean: [...], std: [...]} to "
+            "data.eval_transforms)"
+        )
+    return stats
 
 
 class _Counter:

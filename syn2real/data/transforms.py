@@ -30,13 +30,28 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 __all__ = [
-    "TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms", "pipelines", "run_seed",
-    "seed_worker_transforms",
+    "TransformSpec", "build_transform", "DIGITS_TRANSFORMS", "imagenet_transforms", "normalize_stats", "pipelines",
+    "run_seed", "seed_worker_transforms",
 ]
 
 TransformSpec = Sequence[dict[str, Any]]
 
 DIGITS_TRANSFORMS: list[dict[str, Any]] = [{"name": "Normalize", "mean": [0.5], "std": [0.5]}]
+
+
+def normalize_stats(spec: TransformSpec | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) of a pipeline spec's ``Normalize`` step in [0, 1] pixel units (what attacks, corruptions and the
+    mean teacher's strong view undo), or ``None`` when the spec has no ``Normalize``."""
+    for entry in spec or []:
+        if isinstance(entry, dict) and entry.get("name") == "Normalize":
+            max_value = float(entry.get("max_pixel_value", 255.0))
+            if abs(max_value - 255.0) > 1e-6:
+                raise ValueError(f"Normalize with max_pixel_value {max_value}: work in pixel space (attacks, "
+                                 "corruptions, strong views) assumes 8-bit images (255)")
+            mean, std = entry.get("mean", (0.485, 0.456, 0.406)), entry.get("std", (0.229, 0.224, 0.225))
+            as_tuple = lambda v: tuple(float(a) for a in (v if isinstance(v, (list, tuple)) else [v]))  # noqa: E731
+            return as_tuple(mean), as_tuple(std)
+    return None
 
 
 def imagenet_transforms(size: int = 224, train: bool = True) -> list[dict[str, Any]]:

@@ -140,9 +140,11 @@ class DAMethod(Syn2RealModule):
         out, self._augment_losses = self._augment_losses, {}
         return out
 
-    def supervised_losses(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "source") -> dict[str, torch.Tensor]:
-        """The task's supervised loss of a labelled batch: ``{"loss", "<prefix>_ce", "<prefix>_<accuracy>"}``."""
-        levels = self.task.levels(self.model, x)
+    def supervised_losses(self, x: torch.Tensor, y: torch.Tensor, prefix: str = "source",
+                          levels: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The task's supervised loss of a labelled batch: ``{"loss", "<prefix>_ce", "<prefix>_<accuracy>"}``
+        (``levels``: the batch's training logits when the caller already computed them)."""
+        levels = self.task.levels(self.model, x) if levels is None else levels
         loss = self.task.loss(self, levels, y)
         return {"loss": loss, f"{prefix}_ce": loss.detach(),
                 f"{prefix}_{self.task.accuracy_name}": self.task.accuracy(levels[0].detach(), y)}

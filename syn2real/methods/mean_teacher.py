@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from syn2real.adversarial.base import Augmentation
 from syn2real.core.display import display_rgb
 from syn2real.data.strong_view import StrongViewConfig, strong_view
+from syn2real.data.transforms import normalize_stats
 from syn2real.losses.feature_distance import CITYSCAPES_THING_CLASS_IDS, feature_distance_loss, thing_class_ids
 from syn2real.losses.mean_teacher import (
     block_mask,
@@ -234,15 +235,9 @@ class MeanTeacher(DAMethod):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.fd_cfg is not None and self._thing_classes is None and getattr(dm, "classes", None) is not None:
             self._thing_classes = thing_class_ids(list(dm.classes))
-        if self.pixel_mean is not None:
-            return
-        spec = getattr(dm, "train_transforms_spec", None) or []
-        for step in spec:
-            if isinstance(step, dict) and step.get("name") == "Normalize":
-                scale = float(step.get("max_pixel_value", 255.0)) / 255.0
-                self.pixel_mean = tuple(float(m) / scale for m in step.get("mean", (0.485, 0.456, 0.406)))
-                self.pixel_std = tuple(float(s) / scale for s in step.get("std", (0.229, 0.224, 0.225)))
-                return
+        stats = normalize_stats(getattr(dm, "train_transforms_spec", None)) if self.pixel_mean is None else None
+        if stats is not None:
+            self.pixel_mean, self.pixel_std = stats
 
     def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         if self.pixel_mean is None or self.pixel_std is None:
@@ -413,15 +408,12 @@ class MeanTeacher(DAMethod):
         one forward pass of the student (DAFormer)."""
         assert self.fd_cfg is not None and self.imagenet is not None
         levels, bottleneck = self.model.forward_levels_and_bottleneck(x)
-        levels = [upsample(level, x.shape[-2:]) for level in levels]
-        supervised = self.task.loss(self, levels, y)
+        out = self.supervised_losses(x, y, levels=[upsample(level, x.shape[-2:]) for level in levels])
         with torch.no_grad():
             reference = self.imagenet(self.model.pad_input(x))[-1]
         distance = feature_distance_loss(bottleneck, reference, y, self.thing_classes(), self.fd_cfg.ratio,
                                          self.task.num_classes, self.task.ignore_index)
-        return {"loss": supervised + self.fd_cfg.weight * distance, "source_ce": supervised.detach(),
-                f"source_{self.task.accuracy_name}": self.task.accuracy(levels[0].detach(), y),
-                "feature_distance": distance.detach()}
+        return {**out, "loss": out["loss"] + self.fd_cfg.weight * distance, "feature_distance": distance.detach()}
 
     def _pseudo_label_accuracy(self, batch: Batch, labels: torch.Tensor,
                                confidence: torch.Tensor) -> dict[str, torch.Tensor]:

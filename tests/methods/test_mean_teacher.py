@@ -264,3 +264,20 @@ def test_training_media_rows_without_a_collective() -> None:
     rows = media["mean_teacher/target"]
     assert rows.shape == (6, 2, 3, 28, 28)  # target, pseudo-label, confident, mixed, mixed label, masked
     assert float(rows.min()) >= 0.0 and float(rows.max()) <= 1.0
+
+
+def test_the_normalisation_is_read_from_the_data_module() -> None:
+    from types import SimpleNamespace
+
+    method = MeanTeacher(task=SEG)
+    dm = SimpleNamespace(train_transforms_spec=[{"name": "RandomCrop", "height": 8, "width": 8},
+                                                {"name": "Normalize", "mean": [0.5], "std": [0.25]}],
+                         eval_domains=["target"], classes=None)
+    method._trainer = SimpleNamespace(datamodule=dm)
+    method.setup("fit")
+    assert method.pixel_mean == (0.5,) and method.pixel_std == (0.25,)
+    dm.train_transforms_spec = [{"name": "Normalize", "mean": [0.5], "std": [0.5], "max_pixel_value": 1.0}]
+    other = MeanTeacher(task=SEG)
+    other._trainer = SimpleNamespace(datamodule=dm)
+    with pytest.raises(ValueError, match="max_pixel_value 1.0"):  # refused, not silently rescaled
+        other.setup("fit")
