@@ -42,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes to ``<trainer.default_root_dir>/checkpoints`` unless ``dirpath`` is set,
-    and keeps ``last.ckpt`` by default (for ``--ckpt_path last``).
+    and keeps ``last.ckpt`` by default (for ``--ckpt_path last``): the weights of the latest evaluation, whether or
+    not they are the best by ``monitor``.
 
     Two differences from Lightning's: ``every_n_train_steps`` writes ``last.ckpt`` from the first interval on even
     while the monitored metric does not exist yet (Lightning defers every save to the first validation, so a crash in
@@ -67,6 +68,24 @@ class RunCheckpoint(ModelCheckpoint):
         if self._should_skip_saving_checkpoint(trainer):
             return
         self._save_last_unmarked(trainer)  # the monitored metric does not exist yet
+
+    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def _save_last_if_stale(self, trainer: Trainer) -> None:
+        """``last.ckpt`` after every evaluation, whether or not the monitored metric improved: Lightning (>= 2.5)
+        writes it only in a step that also wrote a best-by-monitor checkpoint, so a run whose best epoch came
+        early ended with ``last.ckpt`` = ``best.ckpt`` and its final weights nowhere on disk."""
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return  # skipped also when this step already wrote a checkpoint (and Lightning the last with it)
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
         super().on_train_end(trainer, pl_module)  # Lightning's: a last.ckpt if none was written during the fit

@@ -146,3 +146,41 @@ def test_resume_without_schedule_takes_the_new_lr_and_unchanged_values_stay_bit_
     assert callback._apply_optimiser_settings(
         SimpleNamespace(optimizers=[opt], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])) == []
     assert opt.param_groups[0]["lr"] == lr
+
+
+def _falling_score_fit(tmp_path: Path, **checkpoint: object) -> RunCheckpoint:
+    """3 epochs of a one-parameter model whose monitored score is best after epoch 0 and falls after."""
+    import lightning as L
+
+    class Falling(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            return (self.w - batch).pow(2).mean()
+
+        def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+            self.log("score", -float(self.current_epoch))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.ones(4, 1), batch_size=2)
+    callback = RunCheckpoint(dirpath=str(tmp_path), monitor="score", mode="max", filename="best", **checkpoint)
+    trainer = L.Trainer(max_epochs=3, callbacks=[callback], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer.fit(Falling(), data, data)
+    return callback
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [False, True])
+def test_last_ckpt_holds_the_final_weights_when_the_best_epoch_came_early(
+    tmp_path: Path, on_train_epoch_end: bool
+) -> None:
+    _falling_score_fit(tmp_path, save_on_train_epoch_end=on_train_epoch_end)
+    best = torch.load(tmp_path / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert best["epoch"] == 0 and best["global_step"] == 2
+    assert last["epoch"] == 2 and last["global_step"] == 6  # the final weights, not a copy of the best
+    assert not torch.equal(best["state_dict"]["w"], last["state_dict"]["w"])
