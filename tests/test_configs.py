@@ -46,3 +46,21 @@ def test_every_method_config_parses_with_its_base() -> None:
         segmentation = path.parent.name in ("digits_seg", "gta2cityscapes", "synthia2cityscapes")
         if task is not None:
             assert task["class_path"].endswith("Segmentation") == segmentation, path
+
+
+@pytest.mark.parametrize("method", ["cbst", "crst", "drst"])
+def test_after_adaptation_overlay_applies_to_every_self_training_config(method: str) -> None:
+    """configs/digits/after_adaptation.yaml goes after a self-training config and changes only what it names."""
+    digits = REPO / "configs" / "digits"
+    plain = _parsed(digits / f"{method}.yaml")["model"]
+    config = _parsed(digits / f"{method}.yaml", digits / "after_adaptation.yaml")
+    model = config["model"]
+    assert model["class_path"] == plain["class_path"]
+    args = model["init_args"]
+    assert args["source_weight"] == 0.1
+    assert (args["rounds"]["portion_start"], args["rounds"]["portion_step"], args["rounds"]["portion_cap"]) == (
+        0.8, 0.05, 0.9)
+    assert (args["optim"]["name"], args["optim"]["lr"], args["optim"]["momentum"]) == ("sgd", 0.001, 0.9)
+    assert args["rounds"]["epochs_per_round"] == plain["init_args"]["rounds"]["epochs_per_round"]
+    assert args["target_weight"] == plain["init_args"]["target_weight"]
+    assert config["checkpoint"]["monitor"] == "target/validator/snd"
