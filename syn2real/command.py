@@ -52,6 +52,8 @@ SUBCOMMANDS: dict[str, Command] = {
     "robustness": Command("syn2real.robustness", "main", "the robustness report card of a checkpoint (or ensemble)"),
     "ensemble": Command("syn2real.commands.ensemble", "main",
                         "deep ensembles: train K seeded members, evaluate checkpoints as one predictor"),
+    "shift": Command("syn2real.commands.shift", "main",
+                     "accuracy, NLL, Brier and ECE against corruption severity, from robustness report cards"),
     "export": Command("syn2real.export", "main", "the deployable task network of a run"),
     "enhance": Command("syn2real.enhance", "main", "low-light images through an EnlightenGAN generator, tile by tile"),
     "list": Command("syn2real.command", "list_main", "the available methods, backbones (timm) or configs"),

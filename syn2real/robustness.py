@@ -70,7 +70,7 @@ from syn2real.metrics.uncertainty import auroc, brier_score, negative_log_likeli
 from syn2real.models.ensemble import EnsembleClassifier, MCDropout
 from syn2real.run_dir import RunDirectoryError, report_dir
 
-__all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "normalization_of"]
+__all__ = ["CORRUPTIONS", "corrupt_batch", "evaluate_robustness", "main", "normalization_of", "TemperatureScaled"]
 
 logger = logging.getLogger("syn2real.robustness")
 
@@ -691,6 +691,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(the network needs a dropout layer, e.g. task.init_args.network.dropout)")
     p.add_argument("--output", default=None, help="output folder, refused if it holds a report already (default "
                    "<run>/robustness beside <run>/checkpoints, <run>/robustness-<time> when that holds one)")
+    p.add_argument("--temperature", choices=["none", "source"], default="none",
+                   help="source: fit a temperature on the clean source validation set first and score every "
+                   "condition with the scaled predictor (label-honest temperature scaling under shift)")
     p.add_argument("--domain", default="target", help="evaluation domain of the data module (target or source)")
     p.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.2, 0.3], help="L-inf budgets in [0, 1] pixels")
     p.add_argument("--pgd_steps", type=int, default=40)
@@ -707,6 +710,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--no_wandb", action="store_true", help="do not write a W&B run")
     return p
+
+
+class TemperatureScaled(nn.Module):
+    """``model``'s logits divided by a fixed temperature (Guo et al. 2017): the same predictions, softer (T > 1) or
+    sharper probabilities; an ensemble's or MC dropout's disagreement passes through."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+    @property
+    def last_disagreement(self) -> torch.Tensor | None:
+        return getattr(self.model, "last_disagreement", None)
 
 
 def predictor(model: nn.Module, members: Sequence[str | os.PathLike], mc_dropout: int, prog: str) -> nn.Module:
@@ -767,6 +789,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except RunDirectoryError as err:
         raise SystemExit(f"syn2real robustness: {err}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scaling: dict[str, Any] | None = None
+    if args.temperature == "source":
+        if source_loader is None:
+            raise SystemExit("syn2real robustness: --temperature source needs the data module's source validation set "
+                             f"(evaluation domains {domains}, evaluated domain {args.domain!r})")
+        model = model.to(device).eval()
+        temperature = fit_temperature(*_clean_logits(model, source_loader, None, device))
+        model = TemperatureScaled(model, temperature)
+        scaling = {"temperature": temperature, "fitted_on": "source validation set, clean"}
+        print(f"syn2real robustness: every condition scored at temperature {temperature:.3f} (fitted on the source)")
     report = evaluate_robustness(
         model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
         args.max_shift, args.noise, corruptions, args.severities, args.max_images, args.seed, device,
@@ -778,9 +810,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["members"] = [str(c) for c in ckpts]
     if args.mc_dropout:
         report["mc_dropout"] = args.mc_dropout
+    if scaling is not None:
+        report["temperature_scaling"] = scaling
     write_json_atomic(report, out_dir / "robustness.json")
     what = f"an ensemble of {len(ckpts)} ({ckpt}, ...)" if len(ckpts) > 1 else str(ckpt)
     what += f" with {args.mc_dropout} MC dropout passes" if args.mc_dropout else ""
+    what += f" at temperature {scaling['temperature']:.2f}" if scaling is not None else ""
     print_report(report, f"robustness of {what} on {args.domain} ({report['n_images']} images)")
     print(f"wrote {out_dir / 'robustness.json'} and {out_dir / 'reliability.png'}")
     if not args.no_wandb:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,3 +112,36 @@ def test_card_with_mc_dropout() -> None:
 
     report = evaluate_robustness(MCDropout(Dropped(), passes=4), batches(3), **{**CARD, "corruptions": ()})
     assert report["uncertainty"]["conditions"]["clean"]["disagreement"] > 0
+
+
+def test_temperature_scaled_predictor_keeps_predictions_and_scales_confidence() -> None:
+    from syn2real.robustness import TemperatureScaled
+
+    x = batches(3)[0][0]
+    plain, scaled = Soft(), TemperatureScaled(Soft(), 2.0)
+    assert torch.allclose(scaled(x), plain(x) / 2.0)
+    assert torch.equal(scaled(x).argmax(1), plain(x).argmax(1))
+    assert bool((scaled(x).softmax(1).max(1).values <= plain(x).softmax(1).max(1).values + 1e-7).all())
+    ensemble = TemperatureScaled(EnsembleClassifier([Soft(6.0), Soft(3.0, 0.1)]), 1.5)
+    ensemble(x)
+    assert ensemble.last_disagreement is not None and ensemble.last_disagreement.shape == (x.shape[0],)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        TemperatureScaled(Soft(), 0.0)
+
+
+def test_a_runs_saved_config_loses_only_the_fit_command_keys(tmp_path) -> None:
+    """`--config <run>/config.yaml` rebuilds the run for robustness/export: the fit's ckpt_path and weights_only,
+    which only the fit command accepts, are dropped; everything else is kept; other files pass as given."""
+    import yaml
+
+    from syn2real.commands.loading import _without_run_keys
+
+    run = tmp_path / "config.yaml"
+    run.write_text(yaml.safe_dump({"seed_everything": 3, "model": {"class_path": "x.Y"}, "eval_name": None,
+                                   "ckpt_path": "auto", "weights_only": None}, sort_keys=False))
+    cleaned = yaml.safe_load(_without_run_keys(str(run)))
+    assert cleaned == {"seed_everything": 3, "model": {"class_path": "x.Y"}, "eval_name": None}
+    method = tmp_path / "method.yaml"
+    method.write_text("model:\n  class_path: x.Y\n")
+    assert _without_run_keys(str(method)) == str(method)
+    assert _without_run_keys(str(tmp_path / "missing.yaml")) == str(tmp_path / "missing.yaml")

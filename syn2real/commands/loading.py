@@ -11,6 +11,9 @@ import torch
 
 __all__ = ["load_trained", "resolve_device"]
 
+#: keys of a fit's saved ``<run>/config.yaml`` that belong to the fit/test command line, not to the model or data
+RUN_KEYS = ("ckpt_path", "weights_only")
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; any other name (``cpu``, ``cuda:1``) as given."""
@@ -27,7 +30,7 @@ def load_trained(prog: str, configs: list[str], ckpt: str | os.PathLike, overrid
 
     if not Path(ckpt).is_file():
         raise SystemExit(f"{prog}: checkpoint {ckpt} does not exist")
-    config_args = [a for c in configs for a in ("--config", c)] + list(overrides)
+    config_args = [a for c in configs for a in ("--config", _without_run_keys(c))] + list(overrides)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments are given explicitly; keep LightningCLI from warning
     try:
         cli = Syn2RealCLI(args=[*config_args, "--trainer.logger", "false"], run=False)
@@ -35,3 +38,23 @@ def load_trained(prog: str, configs: list[str], ckpt: str | os.PathLike, overrid
         sys.argv = argv
     load_model_weights(cli.model.model, str(ckpt))
     return cli.model, cli.datamodule
+
+
+def _without_run_keys(config: str) -> str:
+    """``config`` as given, or, for a run's saved ``config.yaml`` (which records the fit's ``ckpt_path`` and
+    ``weights_only``), the same YAML without those command-line keys, so that ``--config <run>/config.yaml`` rebuilds
+    the run's method."""
+    import yaml
+
+    path = Path(config)
+    if not path.is_file():
+        return config  # jsonargparse reports the missing file
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return config  # let the parser name the problem
+    if not isinstance(loaded, dict) or not any(key in loaded for key in RUN_KEYS):
+        return config
+    for key in RUN_KEYS:
+        loaded.pop(key, None)
+    return yaml.safe_dump(loaded, sort_keys=False)
