@@ -705,7 +705,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.3, 0.5], help="Gaussian pixel-noise stds")
     p.add_argument("--corruptions", nargs="*", default=list(CORRUPTIONS), help="types, or none")
     p.add_argument("--severities", type=int, nargs="*", default=[1, 2, 3, 4, 5])
-    p.add_argument("--max_images", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--max_images", type=int, default=None,
+                   help="evaluate N images drawn at random (seeded by --seed; the same N for every predictor) from "
+                   "the evaluation set and from the source validation set, in their order; all when not given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--no_wandb", action="store_true", help="do not write a W&B run")
@@ -755,6 +757,25 @@ def predictor(model: nn.Module, members: Sequence[str | os.PathLike], mc_dropout
     return model
 
 
+def subset_loader(loader: Any, n: int | None, seed: int) -> tuple[Any, dict[str, int] | None]:
+    """``loader``, or a loader over ``n`` of its dataset's items drawn at random with ``seed`` (kept in dataset order,
+    same batch size and collation): the first N images of a class-sorted set (MNIST as packaged) would be a few
+    classes only. Returns the loader and what was drawn (``None`` when all are kept)."""
+    from torch.utils.data import DataLoader, Subset
+
+    if n is None:
+        return loader, None
+    if n < 1:
+        raise SystemExit(f"syn2real robustness: --max_images must be >= 1, got {n}")
+    total = len(loader.dataset)
+    if n >= total:
+        return loader, None
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    subset = DataLoader(Subset(loader.dataset, chosen), batch_size=loader.batch_size, shuffle=False,
+                        num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+    return subset, {"images": n, "of": total, "seed": seed}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, overrides = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
     corruptions = [] if args.corruptions in (["none"], []) else args.corruptions
@@ -781,6 +802,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loader = loaders[domains.index(args.domain)]
     # the label-honest temperature is fitted on the source validation set (clean)
     source_loader = loaders[domains.index("source")] if args.domain != "source" and "source" in domains else None
+    loader, drawn = subset_loader(loader, args.max_images, args.seed)
+    if source_loader is not None:
+        source_loader, _ = subset_loader(source_loader, args.max_images, args.seed)
     # default: next to the run the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>/robustness); an ensemble's
     # report goes to the ensemble's own folder (<common parent of the members' runs>/ensemble/robustness)
     run_dir = run_of(ckpt) if len(ckpts) == 1 else ensemble_root(ckpts)
@@ -801,7 +825,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"syn2real robustness: every condition scored at temperature {temperature:.3f} (fitted on the source)")
     report = evaluate_robustness(
         model, loader, mean, std, args.eps, args.pgd_steps, args.pgd_step_size, args.max_angle,
-        args.max_shift, args.noise, corruptions, args.severities, args.max_images, args.seed, device,
+        args.max_shift, args.noise, corruptions, args.severities, None, args.seed, device,
         diagram=out_dir / "reliability.png", apgd_iters=args.apgd_iters, apgd_restarts=args.apgd_restarts,
         source_batches=source_loader, domain=args.domain,
     )
@@ -812,6 +836,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["mc_dropout"] = args.mc_dropout
     if scaling is not None:
         report["temperature_scaling"] = scaling
+    if drawn is not None:
+        report["random_subset"] = drawn
     write_json_atomic(report, out_dir / "robustness.json")
     what = f"an ensemble of {len(ckpts)} ({ckpt}, ...)" if len(ckpts) > 1 else str(ckpt)
     what += f" with {args.mc_dropout} MC dropout passes" if args.mc_dropout else ""

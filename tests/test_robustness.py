@@ -170,3 +170,22 @@ def test_max_images_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_images must be >= 1"):
         evaluate_robustness(Threshold(), [(x, torch.zeros(2, dtype=torch.long))], (0.5,), (0.5,), max_images=0,
                             progress=False)
+
+
+def test_max_images_draws_a_seeded_subset_of_a_class_sorted_set() -> None:
+    """--max_images N: N items at random (seeded), not the first N, which in a class-sorted set are a few classes."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from syn2real.robustness import subset_loader
+
+    labels = torch.arange(10).repeat_interleave(50)  # 500 items sorted by class, as MNIST is packaged
+    loader = DataLoader(TensorDataset(torch.zeros(500, 1, 2, 2), labels), batch_size=64)
+    sub, drawn = subset_loader(loader, 100, seed=3)
+    seen = torch.cat([y for _, y in sub])
+    assert drawn == {"images": 100, "of": 500, "seed": 3} and seen.numel() == 100 and sub.batch_size == 64
+    assert len(seen.unique()) == 10 and bool((seen[1:] >= seen[:-1]).all())  # every class, in dataset order
+    again, _ = subset_loader(loader, 100, seed=3)
+    assert torch.equal(torch.cat([y for _, y in again]), seen)
+    assert subset_loader(loader, 500, seed=3) == (loader, None) and subset_loader(loader, None, 0) == (loader, None)
+    with pytest.raises(SystemExit, match="max_images must be >= 1"):
+        subset_loader(loader, 0, seed=0)
