@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d'
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install lock demo test test-fast results ensemble robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
+.PHONY: install lock demo test test-fast results ensemble shift-results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -136,6 +136,39 @@ ensemble: install
 	[ -f $(E)/ensemble/robustness/robustness.json ] || $(BIN)/syn2real robustness $(ENSEMBLE_ARGS) \
 	  --ckpt $(ENSEMBLE_CKPTS) --no_wandb
 	$(BIN)/syn2real aggregate $(E)/seed*/metrics.json
+
+# Accuracy and calibration under shift (docs/results.md): source-only digits models trained on synthetic digits, scored
+# on 2,000 real digits (seeded subset) clean and under the 15 corruptions x 5 severities: one model, the same with the
+# source-fitted temperature, ensembles of 5, MC dropout (20 passes), AugMix, an AugMix ensemble of 5; then the figure.
+SHIFT = $(R)/shift
+SO_ARGS = --config configs/digits/base.yaml --config configs/digits/source_only.yaml --trainer.logger false
+CARD = $(BIN)/syn2real robustness --eps --apgd_iters 0 --noise --max_angle 0 --max_shift 0 --max_images 2000 --no_wandb
+shift-results: install
+	for k in 0 1 2; do $(BIN)/syn2real ensemble fit --members 5 --first_seed $$((5 * k)) \
+	  --root $(R)/ensemble/source_only/set$$k $(SO_ARGS) --trainer.enable_progress_bar false || exit 1; done
+	for s in 0 1 2 3 4; do d=$(SHIFT)/augmix/seed$$s; [ -f $$d/metrics.json ] || $(FIT) $(SO_ARGS) \
+	  --config configs/digits/ablations/augmix.yaml --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done
+	for s in 0 1 2; do d=$(SHIFT)/dropout/seed$$s; [ -f $$d/metrics.json ] || $(FIT) $(SO_ARGS) \
+	  --config configs/digits/ablations/dropout.yaml --seed_everything $$s --trainer.default_root_dir $$d || exit 1; done
+	for s in 0 1 2 3 4; do d=$(R)/ensemble/source_only/set0/seed$$s; \
+	  [ -f $(SHIFT)/cards/vanilla/$$s/robustness.json ] || $(CARD) --config $$d/config.yaml --ckpt $$d/checkpoints/best.ckpt \
+	    --output $(SHIFT)/cards/vanilla/$$s || exit 1; \
+	  [ -f $(SHIFT)/cards/ts_source/$$s/robustness.json ] || $(CARD) --config $$d/config.yaml \
+	    --ckpt $$d/checkpoints/best.ckpt --temperature source --output $(SHIFT)/cards/ts_source/$$s || exit 1; \
+	  d=$(SHIFT)/augmix/seed$$s; [ -f $(SHIFT)/cards/augmix/$$s/robustness.json ] || $(CARD) --config $$d/config.yaml \
+	    --ckpt $$d/checkpoints/best.ckpt --output $(SHIFT)/cards/augmix/$$s || exit 1; done
+	for k in 0 1 2; do [ -f $(SHIFT)/cards/ensemble5/$$k/robustness.json ] || $(CARD) \
+	  --config $(R)/ensemble/source_only/set$$k/seed$$((5 * k))/config.yaml \
+	  --ckpt $(R)/ensemble/source_only/set$$k/seed*/checkpoints/best.ckpt --output $(SHIFT)/cards/ensemble5/$$k || exit 1; done
+	for s in 0 1 2; do d=$(SHIFT)/dropout/seed$$s; [ -f $(SHIFT)/cards/mc_dropout/$$s/robustness.json ] || $(CARD) \
+	  --config $$d/config.yaml --ckpt $$d/checkpoints/best.ckpt --mc_dropout 20 --output $(SHIFT)/cards/mc_dropout/$$s \
+	  || exit 1; done
+	[ -f $(SHIFT)/cards/augmix_ensemble5/0/robustness.json ] || $(CARD) --config $(SHIFT)/augmix/seed0/config.yaml \
+	  --ckpt $(SHIFT)/augmix/seed*/checkpoints/best.ckpt --output $(SHIFT)/cards/augmix_ensemble5/0
+	$(BIN)/syn2real shift --output docs/images/shift_digits.png --wandb_dir $(SHIFT) \
+	  --title "synthetic digits -> 2,000 real MNIST digits under 15 corruptions (mean over types)" \
+	  $(foreach l,vanilla ts_source ensemble5 mc_dropout augmix augmix_ensemble5,\
+	    $$(for f in $(SHIFT)/cards/$(l)/*/robustness.json; do printf -- '--report %s=%s ' $(l) $$f; done))
 
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).
