@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,10 @@ def curves(reports: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {"n": len(items), "severity": severity}
         for m in METRICS:
             columns = list(zip(*[c[m] for c in items]))
-            entry[m] = [sum(col) / len(col) for col in columns]
-            entry[m + "_std"] = [_std(col) for col in columns]
+            entry[m] = [statistics.fmean(col) for col in columns]
+            entry[m + "_std"] = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in columns]
         out[label] = entry
     return out
-
-
-def _std(values: tuple[float, ...]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summary_rows(data: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -79,10 +72,8 @@ def summary_rows(data: dict[str, dict[str, Any]]) -> list[list[str]]:
     mean over severities 1-5 of NLL and Brier."""
     rows = []
     for label, c in data.items():
-        shifted = slice(1, None)
-
-        def mean(m: str) -> float:
-            return sum(c[m][shifted]) / len(c[m][shifted])
+        def mean(m: str) -> float:  # over severities 1..5 (index 0 is the clean set)
+            return statistics.fmean(c[m][1:])
 
         rows.append([
             label, str(c["n"]),
