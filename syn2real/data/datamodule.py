@@ -431,6 +431,7 @@ class DigitsDataModule(DomainPairDataModule):
         cache_dir: str | None = None,
         n_synthetic: int = 20000,
         render_seed: int = 0,
+        randomization: Literal["fonts", "geometry", "stroke", "photometric", "texture"] = "photometric",
         source: DomainSpec | None = None,
         target: DomainSpec | None = None,
         target_eval: DomainSpec | None = None,
@@ -474,6 +475,10 @@ class DigitsDataModule(DomainPairDataModule):
         self.cache_dir = cache_dir
         self.n_synthetic = n_synthetic
         self.render_seed = render_seed
+        from syn2real.data.digits import check_randomization
+
+        check_randomization(randomization)
+        self.randomization = randomization
         if source_domain not in ("synthetic", "mnist"):
             raise ValueError(f"data.source_domain must be 'synthetic' or 'mnist', got {source_domain!r}")
         self.source_domain = source_domain
@@ -481,7 +486,9 @@ class DigitsDataModule(DomainPairDataModule):
     def _render(self) -> dict[str, Path]:
         from syn2real.data.digits import prepare_digits
 
-        return prepare_digits(self.cache_dir, n_synthetic=self.n_synthetic, seed=self.render_seed)
+        return prepare_digits(
+            self.cache_dir, n_synthetic=self.n_synthetic, seed=self.render_seed, randomization=self.randomization
+        )
 
     def _missing_domains(self) -> bool:
         return any(spec is None or spec.root is None for spec in (self.source, self.target))

