@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d'
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install lock demo test test-fast results ensemble shift-results robust-results generalisation-results enlighten-results seg-results benchmarks benchmarks-gpu clean
+.PHONY: install lock demo test test-fast results ensemble shift-results robust-results generalisation-results enlighten-results seg-results randomization-results benchmarks benchmarks-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -237,6 +237,34 @@ seg-results: install
 	    --model.init_args.init_checkpoint $(R)/digits_seg/source_only/seed$$s/checkpoints/last.ckpt || exit 1; done
 	for m in source_only $(SEG_METHODS) advent_lambda0.01 oracle; do echo "== $$m"; \
 	  $(BIN)/syn2real aggregate $(R)/digits_seg/$$m/seed*/metrics.json || exit 1; done
+
+# Domain and style randomisation (docs/results.md): source-only and CDAN+E on synthetic digits rendered at each
+# cumulative randomisation level of the renderer (data.randomization; the default level, photometric, is the main
+# table's source_only / cdan runs), then RandConv styles (configs/*/ablations/randconv.yaml) on the source-only
+# digits and digit-canvas segmentation runs; 3 seeds each, one CPU thread per run, `JOBS=2` side by side.
+DR_LEVELS = fonts geometry stroke texture
+randomization-results: install
+	$(call fit_seeds,source_only,source_only,)
+	$(call fit_seeds,cdan,cdan,)
+	$(call fit_seeds,randomization/fonts/source_only,source_only,--data.init_args.randomization fonts)
+	$(call fit_seeds,randomization/geometry/source_only,source_only,--data.init_args.randomization geometry)
+	$(call fit_seeds,randomization/stroke/source_only,source_only,--data.init_args.randomization stroke)
+	$(call fit_seeds,randomization/texture/source_only,source_only,--data.init_args.randomization texture)
+	$(call fit_seeds,randomization/fonts/cdan,cdan,--data.init_args.randomization fonts)
+	$(call fit_seeds,randomization/geometry/cdan,cdan,--data.init_args.randomization geometry)
+	$(call fit_seeds,randomization/stroke/cdan,cdan,--data.init_args.randomization stroke)
+	$(call fit_seeds,randomization/texture/cdan,cdan,--data.init_args.randomization texture)
+	$(call fit_seeds,randconv/source_only,source_only.yaml --config configs/digits/ablations/randconv,)
+	for m in source_only randconv; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; \
+	  [ -f $$d/metrics.json ] && continue; c=configs/digits_seg/source_only.yaml; \
+	  [ $$m = randconv ] && c="$$c --config configs/digits_seg/ablations/randconv.yaml"; \
+	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config $$c --seed_everything $$s \
+	    --trainer.default_root_dir $$d || exit 1; done; done
+	for m in source_only cdan; do for l in $(DR_LEVELS) photometric; do echo "== $$m, randomization $$l"; \
+	  d=$(R)/randomization/$$l/$$m; [ $$l = photometric ] && d=$(R)/$$m; \
+	  $(BIN)/syn2real aggregate $$d/seed*/metrics.json || exit 1; done; done
+	for d in $(R)/randconv/source_only $(R)/digits_seg/source_only $(R)/digits_seg/randconv; do echo "== $$d"; \
+	  $(BIN)/syn2real aggregate $$d/seed*/metrics.json || exit 1; done
 
 benchmarks: install
 	$(BIN)/python benchmarks/step_overhead.py

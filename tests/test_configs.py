@@ -64,3 +64,14 @@ def test_after_adaptation_overlay_applies_to_every_self_training_config(method: 
     assert args["rounds"]["epochs_per_round"] == plain["init_args"]["rounds"]["epochs_per_round"]
     assert args["target_weight"] == plain["init_args"]["target_weight"]
     assert config["checkpoint"]["monitor"] == "target/validator/snd"
+
+
+@pytest.mark.parametrize("folder", ["digits", "digits_seg"])
+def test_randconv_overlay_applies_after_source_only(folder: str) -> None:
+    """configs/<folder>/ablations/randconv.yaml adds the paper's RC_mix + consistency to the source-only config."""
+    configs = REPO / "configs" / folder
+    config = _parsed(configs / "source_only.yaml", configs / "ablations" / "randconv.yaml")
+    augment = config["model"]["init_args"]["augment"]
+    assert augment["class_path"] == "syn2real.adversarial.RandConv"
+    assert augment["init_args"] == {"kernel_sizes": [1, 3, 5, 7], "mixing": True, "identity_prob": 0.0,
+                                    "weight": 10.0}

@@ -12,6 +12,7 @@ from syn2real.adversarial.attacks import FGSM, PGD, FastFGSM
 from syn2real.adversarial.augmix import AugMix
 from syn2real.adversarial.base import Augmentation
 from syn2real.adversarial.jacobian import JacobianReg
+from syn2real.adversarial.randconv import RandConv, random_conv
 from syn2real.adversarial.spatial import (
     RandomSpatial,
     WorstOfK,
@@ -29,6 +30,7 @@ __all__ = [
     "DualBatchNorm",
     "FastFGSM",
     "JacobianReg",
+    "RandConv",
     "RandomSpatial",
     "WorstOfK",
     "bn_route",
@@ -36,6 +38,7 @@ __all__ = [
     "dlr_loss",
     "export_main_bn",
     "grid_attack",
+    "random_conv",
     "vote_predict",
     "worst_case_correct",
 ]
