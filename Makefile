@@ -172,7 +172,7 @@ shift-results: install
 
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).
-ROBUST = standard advprop jacobian worst_of_10 pgd
+ROBUST = standard advprop jacobian worst_of_10 pgd augmix
 robust-results: install
 	for m in $(ROBUST); do $(call fit_seeds_inline,robust/$$m,robust/$$m); done
 	for m in $(ROBUST); do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
