@@ -170,7 +170,7 @@ shift-results: install
 	  $(foreach l,vanilla ts_source ensemble5 mc_dropout augmix augmix_ensemble5,\
 	    $$(for f in $(SHIFT)/cards/$(l)/*/robustness.json; do printf -- '--report %s=%s ' $(l) $$f; done))
 
-# Robustness on 4,000 real MNIST digits (tested on the other 1,000): five trainings x seeds, then the report card
+# Robustness on 4,000 real MNIST digits (tested on the other 1,000): six trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).
 ROBUST = standard advprop jacobian worst_of_10 pgd augmix
 robust-results: install
