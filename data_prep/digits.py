@@ -2,6 +2,7 @@
 
 Usage: python data_prep/digits.py --root DIR --n_synthetic 20000 --seed 0 [--randomization LEVEL]
                                   [--overwrite] [--workers N] [--preview out.png]
+       python data_prep/digits.py --preview_levels levels.png [--seed 0]
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def write_preview(paths: dict[str, Path], out: Path, per_class: int = 10, scale:
     return out
 
 
+def write_levels_preview(out: Path, per_class: int = 2, seed: int = 0, scale: int = 3) -> Path:
+    """Save a grid of the randomisation levels: one row per level (``fonts`` at the top), ``per_class`` samples of
+    each digit 0-9 per row, rendered with ``seed`` (nothing is written to the cache)."""
+    import numpy as np
+    from PIL import Image
+
+    from syn2real.data.digits import RANDOMIZATION_LEVELS, render_synthetic_digits
+
+    cell = 28
+    rows = []
+    for level in RANDOMIZATION_LEVELS:
+        images, labels = render_synthetic_digits(10 * per_class, seed=seed, workers=1, randomization=level)
+        order = np.argsort(labels, kind="stable")
+        rows.append(np.concatenate(list(images[order]), axis=1))
+    grid = np.concatenate(rows, axis=0)
+    image = Image.fromarray(grid).resize((grid.shape[1] * scale, len(rows) * cell * scale), Image.Resampling.NEAREST)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     """This script's options."""
     p = prep_parser(__doc__)
@@ -71,6 +93,8 @@ def parser() -> argparse.ArgumentParser:
                help="replace existing folders whose manifest is missing or differs")
     add_option(p, "workers", type=int, default=None, help="rendering processes; unset: all cores")
     add_option(p, "preview", type=Path, default=None, help="write a PNG grid of samples here")
+    add_option(p, "preview_levels", type=Path, default=None,
+               help="only write a PNG grid of every randomization level here (one row per level, 2 per digit)")
     return p
 
 
@@ -78,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prepare the folders, print a summary, optionally write a preview."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.preview_levels is not None:
+        print(f"levels preview: {write_levels_preview(args.preview_levels, seed=args.seed)}")
+        return 0
     from syn2real.data.digits import DIGIT_CLASSES, prepare_digits  # after parsing: --help answers at once
 
     paths = prepare_digits(

@@ -403,3 +403,11 @@ def test_data_prep_script(prepared: dict[str, Path], tmp_path: Path, capsys: pyt
     assert str(prepared["synthetic"]) in out and "5000 images" in out
     with Image.open(preview) as img:
         assert img.size[0] > img.size[1] > 0
+
+    levels = tmp_path / "levels.png"
+    assert module.main(["--preview_levels", str(levels), "--seed", "3"]) == 0
+    with Image.open(levels) as img:  # one 28 px row per level, 2 samples of each digit, scaled x3
+        assert img.size == (20 * 28 * 3, 5 * 28 * 3)
+        rows = np.asarray(img.convert("L")).reshape(5, 28 * 3, -1)
+    assert rows[0].max() > 0 and not np.array_equal(rows[0], rows[4])
+    assert (rows[0][:3].max() == 0) and rows[4][:3].max() > 0  # fonts: black above the digit; texture: not
