@@ -245,8 +245,11 @@ seg-results: install
 # Domain and style randomisation (docs/results.md): source-only and CDAN+E on synthetic digits rendered at each
 # cumulative randomisation level of the renderer (data.randomization; the default level, photometric, is the main
 # table's source_only / cdan runs), then RandConv styles (configs/*/ablations/randconv.yaml) on the source-only
-# digits and digit-canvas segmentation runs; 3 seeds each, one CPU thread per run, `JOBS=2` side by side.
+# digits and digit-canvas segmentation runs; 3 seeds each, one CPU thread per run (the numbers depend on the thread
+# count; the photometric row reuses $(R)/source_only and $(R)/cdan, so make them with one thread too), `JOBS=2` side
+# by side.
 DR_LEVELS = fonts geometry stroke texture
+randomization-results: export OMP_NUM_THREADS := 1
 randomization-results: install
 	$(call fit_seeds,source_only,source_only,)
 	$(call fit_seeds,cdan,cdan,)
