@@ -411,3 +411,18 @@ def test_data_prep_script(prepared: dict[str, Path], tmp_path: Path, capsys: pyt
         rows = np.asarray(img.convert("L")).reshape(5, 28 * 3, -1)
     assert rows[0].max() > 0 and not np.array_equal(rows[0], rows[4])
     assert (rows[0][:3].max() == 0) and rows[4][:3].max() > 0  # fonts: black above the digit; texture: not
+
+
+def test_randomization_levels_spelled_once_per_interface() -> None:
+    """The config's Literal and data_prep's choices list the renderer's levels, in order (no drift)."""
+    import typing
+
+    from syn2real.data import DigitsDataModule
+
+    hint = typing.get_type_hints(DigitsDataModule.__init__)["randomization"]
+    assert typing.get_args(hint) == RANDOMIZATION_LEVELS
+    spec = importlib.util.spec_from_file_location("data_prep_digits_levels", REPO_ROOT / "data_prep" / "digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    action = next(a for a in module.parser()._actions if a.dest == "randomization")
+    assert tuple(action.choices) == RANDOMIZATION_LEVELS and action.default == DEFAULT_RANDOMIZATION
