@@ -68,10 +68,11 @@ def test_after_adaptation_overlay_applies_to_every_self_training_config(method: 
 
 @pytest.mark.parametrize("folder", ["digits", "digits_seg"])
 def test_randconv_overlay_applies_after_source_only(folder: str) -> None:
-    """configs/<folder>/ablations/randconv.yaml adds the paper's RC_mix + consistency to the source-only config."""
+    """configs/<folder>/ablations/randconv.yaml adds the paper's RC_mix + consistency to the source-only config, with
+    split BatchNorm (our networks have BatchNorm)."""
     configs = REPO / "configs" / folder
     config = _parsed(configs / "source_only.yaml", configs / "ablations" / "randconv.yaml")
     augment = config["model"]["init_args"]["augment"]
     assert augment["class_path"] == "syn2real.adversarial.RandConv"
     assert augment["init_args"] == {"kernel_sizes": [1, 3, 5, 7], "mixing": True, "identity_prob": 0.0,
-                                    "weight": 10.0}
+                                    "weight": 10.0, "split_bn": True, "ignore_index": 255}

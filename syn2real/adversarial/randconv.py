@@ -14,6 +14,15 @@ more views are drawn and ``weight · JS(p_view0, p_view1, p_view2)`` (the paper'
 ``RC_mix``, 5 for ``RC_img``) is added through :meth:`RandConv.auxiliary_losses`. The shapes do not move, so a
 segmentation mask stays valid and the consistency is taken per pixel.
 
+Networks with BatchNorm: a batch is one random style (one gain, polarity and blur for all its images), so the
+running statistics that evaluation uses end up matching no clean image (measured on the embedded digits: 70.8 %
+target accuracy against 78.2 % without RandConv; 82.7 % once the statistics are re-estimated on clean source). The
+paper's networks for digits have no BatchNorm. ``split_bn: true`` keeps the statistics clean the way AdvProp and
+AugMix's split BatchNorm do: the task network's BatchNorms become dual (:func:`~syn2real.adversarial.convert_dual_bn`),
+the method's own loss is taken on the *clean* batch through the main BatchNorms, and the random views go through the
+auxiliary ones with ``CE(view0, y) + λ · JS(views)``; evaluation uses the main BatchNorms. Without BatchNorm it is the
+paper's loss plus the clean cross-entropy.
+
 Every random draw comes from the global torch CPU generator (seeded by ``seed_everything``, saved in checkpoints),
 so a seeded run sees the same styles on any device and resumes exactly. Use in any config::
 
@@ -33,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from syn2real.adversarial.advprop import DualBatchNorm, bn_route, convert_dual_bn
 from syn2real.adversarial.base import Augmentation
+from syn2real.core.cross_entropy import IGNORE_INDEX, task_cross_entropy
 from syn2real.losses.consistency import js_divergence
 
 __all__ = ["RandConv", "random_conv"]
@@ -72,6 +83,9 @@ class RandConv(Augmentation):
             0.5).
         weight: λ of the consistency ``λ · JS(p_view0, p_view1, p_view2)`` (paper: 10 with mixing, 5 without);
             0 trains on one random view per step without consistency.
+        split_bn: random views through auxiliary BatchNorms, the clean batch through the main ones (above); the
+            method's loss is then the clean batch's and ``randconv_ce`` adds the view's cross-entropy.
+        ignore_index: unlabelled pixels of segmentation labels (``split_bn`` only).
     """
 
     def __init__(
@@ -80,6 +94,8 @@ class RandConv(Augmentation):
         mixing: bool = True,
         identity_prob: float = 0.0,
         weight: float = 10.0,
+        split_bn: bool = False,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         sizes = tuple(int(k) for k in kernel_sizes)
         if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
@@ -95,6 +111,7 @@ class RandConv(Augmentation):
             raise ValueError(f"augment.init_args.weight (RandConv's consistency weight) must be >= 0, got {weight}")
         self.kernel_sizes, self.mixing = sizes, bool(mixing)
         self.identity_prob, self.weight = float(identity_prob), float(weight)
+        self.split_bn, self.ignore_index = bool(split_bn), int(ignore_index)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +119,13 @@ class RandConv(Augmentation):
         with torch.no_grad():
             return random_conv(x.detach(), self.kernel_sizes, self.mixing, self.identity_prob)
 
+    def prepare(self, model: nn.Module) -> None:
+        if self.split_bn:
+            convert_dual_bn(model)
+
     def auxiliary_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.split_bn:
+            return self._split_bn_losses(model, x, y)
         if self.weight == 0:
             return {}
         views = [self.view(x) for _ in range(3)]
@@ -111,7 +134,22 @@ class RandConv(Augmentation):
         logits = model(torch.cat(views)).chunk(3)
         return {"randconv_jsd": self.weight * js_divergence(list(logits))}
 
+    def _split_bn_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not any(isinstance(m, DualBatchNorm) for m in model.modules()):
+            raise RuntimeError("RandConv(split_bn=True): the model has no dual BatchNorm; prepare(model) was not "
+                               "called")
+        n = 3 if self.weight > 0 else 1
+        views = [self.view(x) for _ in range(n)]
+        with bn_route(model, "aux"):
+            logits = model(torch.cat(views)).chunk(n)
+        out = {"randconv_ce": task_cross_entropy(logits[0], y, self.ignore_index)}
+        if self.weight > 0:
+            out["randconv_jsd"] = self.weight * js_divergence(list(logits))
+        return out
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.split_bn:
+            return x, y  # the method's own loss is the clean batch's, through the main BatchNorms
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] is x:
             return pending[1], y

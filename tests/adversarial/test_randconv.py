@@ -1,8 +1,10 @@
 """RandConv: one view by hand, the weights' Kaiming scale, shapes that never move (safe for masks), RC_img's identity
-probability, determinism under a seed, the consistency term in a method step, bad arguments."""
+probability, determinism under a seed, the consistency term in a method step, split BatchNorm (the main statistics
+see only clean batches), bad arguments."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.adversarial import RandConv, random_conv
+from syn2real.adversarial import DualBatchNorm, RandConv, bn_route, random_conv
 from syn2real.losses.consistency import js_divergence
 from syn2real.methods import SourceOnly
 from syn2real.models.heads import NetworkConfig
@@ -112,6 +114,52 @@ def test_method_step_adds_the_term() -> None:
     assert torch.allclose(loss, logged["train/source_ce"] + logged["train/randconv_jsd"], atol=1e-6)
     loss.backward()
     assert all(p.grad is not None for p in method.model.parameters() if p.requires_grad)
+
+
+def test_split_bn_losses_by_hand() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 1))
+    x, y = torch.randn(3, 1, 8, 8), torch.randint(0, 5, (3, 8, 8))
+    y[0, :2] = 255  # unlabelled pixels are ignored
+    aug = RandConv(weight=10.0, split_bn=True)
+    with pytest.raises(RuntimeError, match="no dual BatchNorm"):
+        aug.auxiliary_losses(model, x, y)
+    aug.prepare(model)
+    reference = copy.deepcopy(model)
+    state = torch.get_rng_state()
+    losses = aug.auxiliary_losses(model, x, y)
+    torch.set_rng_state(state)
+    views = [aug.view(x) for _ in range(3)]
+    with bn_route(reference, "aux"):
+        logits = reference(torch.cat(views)).chunk(3)
+    assert torch.allclose(losses["randconv_ce"], F.cross_entropy(logits[0], y, ignore_index=255), atol=1e-6)
+    assert torch.allclose(losses["randconv_jsd"], 10.0 * js_divergence(list(logits)), atol=1e-6)
+    x_sup, y_sup = aug(model, x, y)  # the method's own loss: the clean batch
+    assert x_sup is x and y_sup is y
+    assert set(RandConv(weight=0.0, split_bn=True).auxiliary_losses(model, x, y)) == {"randconv_ce"}
+
+
+def test_split_bn_keeps_the_main_statistics_clean() -> None:
+    torch.manual_seed(0)
+    method = SourceOnly(task=Classification(network=NET), augment=RandConv(split_bn=True))
+    assert any(isinstance(m, DualBatchNorm) for m in method.model.modules())  # prepare() ran when it was built
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1, torch.randint(0, 10, (6,), generator=g)
+    clean_only = copy.deepcopy(method.model)
+    with torch.no_grad():
+        clean_only(x)  # main route, the clean batch alone
+    logged: dict[str, torch.Tensor] = {}
+    method.log = lambda *a, **k: None  # type: ignore[method-assign]
+    method.log_dict = lambda d, **k: logged.update(d)  # type: ignore[method-assign]
+    loss = method.training_step({"source": (x, y), "target": (x, y, torch.arange(6))}, 0)
+    terms = logged["train/source_ce"] + logged["train/randconv_ce"] + logged["train/randconv_jsd"]
+    assert torch.allclose(loss, terms, atol=1e-6)
+    pairs = [(m, r) for m, r in zip(method.model.modules(), clean_only.modules()) if isinstance(m, DualBatchNorm)]
+    assert pairs
+    for trained, clean in pairs:
+        assert torch.allclose(trained.main.running_mean, clean.main.running_mean)
+        assert torch.allclose(trained.main.running_var, clean.main.running_var)
+        assert not torch.allclose(trained.aux.running_mean, clean.aux.running_mean)  # the views went there
 
 
 def test_bad_arguments() -> None:
