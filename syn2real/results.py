@@ -42,7 +42,7 @@ def aggregate(paths: Sequence[str | Path]) -> dict[str, tuple[float, float, int]
             raise FileNotFoundError(f"{path} does not exist; expected a run's metrics.json")
         runs.append(_flatten(json.loads(path.read_text())))
     keys = set.intersection(*(set(r) for r in runs))
-    skip = {"epoch", "global_step", "seed", "world_size", "n_images", "pgd/steps", "spatial/grid_size",
+    skip = {"epoch", "global_step", "seed", "world_size", "code/threads", "n_images", "pgd/steps", "spatial/grid_size",
             "spatial/max_angle", "spatial/max_shift", "calibration/n_fit", "calibration/n_eval", "calibration/n_bins"}
     out: dict[str, tuple[float, float, int]] = {}
     for key in sorted(keys - skip):

@@ -17,11 +17,12 @@ def write(path: Path, data: dict) -> str:
 
 
 def test_aggregate_mean_and_sample_std(tmp_path: Path) -> None:
-    files = [write(tmp_path / f"{i}.json", {"target/acc": v, "seed": i, "eval_history": []})
+    files = [write(tmp_path / f"{i}.json", {"target/acc": v, "seed": i, "eval_history": [],
+                                           "code": {"commit": "abc", "dirty": False, "threads": 1}})
              for i, v in enumerate([0.8, 0.9, 1.0])]
     out = aggregate(files)
     assert out["target/acc"][0] == pytest.approx(0.9) and out["target/acc"][1] == pytest.approx(0.1)
-    assert "seed" not in out and "eval_history" not in out
+    assert "seed" not in out and "eval_history" not in out and not any(k.startswith("code/") for k in out)
 
 
 def test_spearman_by_hand() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,37 @@ from lightning.pytorch.utilities import rank_zero_only
 from syn2real.core.interfaces import SupportsRunSummary
 from syn2real.io import write_json_atomic
 
-__all__ = ["MetricsJSON"]
+__all__ = ["MetricsJSON", "code_record"]
 
 _PREFIXES = ("target/", "source/", "translation/", "teacher/")  # teacher/: a mean teacher scored beside its student
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> tuple[str | None, bool | None]:
+    """(commit, uncommitted changes to tracked files) of the checkout syn2real runs from; (None, None) for an
+    installed package or without git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(status.strip())
+
+
+def code_record() -> dict[str, Any]:
+    """What produced a run's numbers: syn2real's version and git commit (with ``dirty``: tracked files changed),
+    torch's version and the intra-op thread count (the order of floating-point sums, so the last digits, depend on
+    it)."""
+    import syn2real
+
+    commit, dirty = _git_commit()
+    return {"syn2real": syn2real.__version__, "commit": commit, "dirty": dirty, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 def _scalar(value: Any) -> float | None:
@@ -30,8 +60,10 @@ def _scalar(value: Any) -> float | None:
 
 class MetricsJSON(L.Callback):
     """Writes the final evaluation metrics (``target/acc``, ``target/acc_class_mean``, ``target/ece``,
-    ``target/acc_class/<name>``, ``source/...``, CyCADA's ``translation/...``) with stable names to ``<default_root_dir>/<filename>``, plus
-    whatever the method's ``run_summary()`` returns (self-training: ``self_training_rounds``).
+    ``target/acc_class/<name>``, ``source/...``, CyCADA's ``translation/...``) with stable names to
+    ``<default_root_dir>/<filename>``, plus
+    whatever the method's ``run_summary()`` returns (self-training: ``self_training_rounds``), and ``code``: the
+    syn2real version and git commit, the torch version and the intra-op thread count that produced the numbers.
 
     Args:
         filename: file name inside ``trainer.default_root_dir``.
@@ -70,6 +102,7 @@ class MetricsJSON(L.Callback):
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
             "world_size": trainer.world_size,
             "wall_time_s": round(time.time() - self._start, 2),
+            "code": code_record(),
         }
         # methods may add structured records, e.g. self-training's per-round pseudo-label statistics
         module = trainer.lightning_module

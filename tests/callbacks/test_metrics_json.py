@@ -32,6 +32,11 @@ def test_written_metrics_keep_evaluation_scalars_and_write_nan_as_null(tmp_path:
     assert "train/loss" not in data and "target/confusion" not in data  # training scalars and tensors are not results
     assert (data["stage"], data["epoch"], data["global_step"], data["seed"], data["world_size"]) == ("test", 1, 10, 7, 1)
     assert data["eval_history"] == [{"global_step": 5}]
+    code = data["code"]  # what produced the numbers
+    assert code["threads"] == torch.get_num_threads() and code["torch"] == torch.__version__
+    assert code["syn2real"] and set(code) == {"syn2real", "commit", "dirty", "torch", "threads"}
+    if code["commit"] is not None:  # a git checkout: the full hash, and whether tracked files differ from it
+        assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
 
 
 @pytest.mark.parametrize(("stage", "last_eval_step", "metrics", "table"), [
