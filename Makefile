@@ -34,9 +34,12 @@ lock: $(BIN)/python
 	  $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 # The embedded benchmark, synthetic font digits -> real MNIST: source-only, then CDAN+E (the best method in
-# docs/results.md), side by side (~7 min on 2 CPU cores).
-# Each demo writes into a directory of its own (runs/demo/<time>/), so an earlier demo's records are kept.
+# docs/results.md), one after the other (~8 min).
+# Each demo writes into a directory of its own (runs/demo/<time>/), so an earlier demo's records are kept. One CPU
+# thread per run, as `make results`: the numbers depend on the intra-op thread count, so they no longer change with
+# the machine's number of cores.
 DEMO_DIR := runs/demo/$(shell date +%Y%m%d-%H%M%S)
+demo: export OMP_NUM_THREADS := 1
 demo: install
 	$(BIN)/syn2real fit --config configs/digits/base.yaml --config configs/digits/source_only.yaml \
 	  --trainer.default_root_dir $(DEMO_DIR)/source_only
@@ -55,13 +58,14 @@ test-fast: install
 # mean ± std tables.
 # Finished runs (with metrics.json) are skipped, and a run interrupted after its first checkpoint resumes from it
 # (`--ckpt_path auto`), so an interrupted `make results` continues.
-# `make results JOBS=3` (or `make -j3 results`) trains the seeds of each method side by side (each run keeps its
-# own settings and thread count, so no number changes); a line per run names it, the runs of this table done so far
-# and the minutes since the start.
+# Every run uses one CPU thread (OMP_NUM_THREADS=1): the numbers depend on the intra-op thread count (the order of
+# floating-point sums), so pinning it keeps them from changing with the machine's core count. The seeds of each
+# method train side by side, one per core (`make results JOBS=1` one after another, `JOBS=3` or `make -j3 results`
+# three; no number changes). A line per run names it, the runs of this table done so far and the minutes so far.
 SEEDS ?= 0 1 2
 R := runs/results
 FIT = $(BIN)/syn2real fit --trainer.enable_progress_bar false --ckpt_path auto
-JOBS ?= $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
+JOBS ?= $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),$(shell nproc 2>/dev/null || echo 1))
 START := $(shell date +%s)
 RESULT_RUNS = source_only adda cbst_from_source crst_from_source dann cbst_from_dann crst_from_dann cdan \
   cbst_from_cdan crst_from_cdan oracle cycada_pixel cycada_feature source_only_on_translated cycada_pixel_no_semantic
@@ -83,6 +87,7 @@ for s in $(SEEDS); do d=$(R)/$(1)/seed$$s; [ -f $$d/metrics.json ] && continue; 
 endef
 CYCADA_STAGE3 = --model.init_args.source_checkpoint $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt \
   --model.init_args.source_translator $(R)/cycada_pixel/seed$$s/checkpoints/last.ckpt
+results: export OMP_NUM_THREADS := 1
 results: install
 	$(call fit_seeds,source_only,source_only,)
 	$(call fit_seeds,adda,adda,--model.init_args.source_checkpoint $(R)/source_only/seed$$s/checkpoints/best.ckpt)
