@@ -22,27 +22,30 @@ __all__ = ["MetricsJSON", "code_record"]
 _PREFIXES = ("target/", "source/", "translation/", "teacher/")  # teacher/: a mean teacher scored beside its student
 
 
+_CODE_PATHS = ("syn2real", "configs", "data_prep", "pyproject.toml", "requirements.lock")
+
+
 @functools.lru_cache(maxsize=1)
 def _git_commit() -> tuple[str | None, bool | None]:
-    """(commit, uncommitted changes to tracked files) of the checkout syn2real runs from; (None, None) for an
-    installed package or without git."""
+    """(commit, uncommitted changes to the package's tracked code, configs or pins) of the checkout syn2real runs
+    from; (None, None) for an installed package or without git. Documentation edits do not count."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None, None
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                 *_CODE_PATHS], capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None, None
     return commit or None, bool(status.strip())
 
 
 def code_record() -> dict[str, Any]:
-    """What produced a run's numbers: syn2real's version and git commit (with ``dirty``: tracked files changed),
-    torch's version and the intra-op thread count (the order of floating-point sums, so the last digits, depend on
-    it)."""
+    """What produced a run's numbers: syn2real's version and git commit (with ``dirty``: its code, configs or pins
+    changed since), torch's version and the intra-op thread count (the order of floating-point sums, so the last
+    digits, depend on it)."""
     import syn2real
 
     commit, dirty = _git_commit()
