@@ -249,10 +249,9 @@ seg-results: install
 
 # Domain and style randomisation (docs/results.md): source-only and CDAN+E on synthetic digits rendered at each
 # cumulative randomisation level of the renderer (data.randomization; the default level, photometric, is the main
-# table's source_only / cdan runs), then RandConv styles (configs/*/ablations/randconv.yaml) on the source-only
-# digits and digit-canvas segmentation runs; 3 seeds each, one CPU thread per run (the numbers depend on the thread
-# count; the photometric row reuses $(R)/source_only and $(R)/cdan, so make them with one thread too), `JOBS=2` side
-# by side.
+# table's source_only / cdan runs), then RandConv styles (configs/*/ablations/randconv.yaml, split BatchNorm) on the
+# source-only digits and digit-canvas segmentation runs; 3 seeds each, one CPU thread per run (the numbers depend on
+# the thread count), the seeds side by side.
 DR_LEVELS = fonts geometry stroke texture
 randomization-results: export OMP_NUM_THREADS := 1
 randomization-results: install
@@ -266,16 +265,17 @@ randomization-results: install
 	$(call fit_seeds,randomization/geometry/cdan,cdan,--data.init_args.randomization geometry)
 	$(call fit_seeds,randomization/stroke/cdan,cdan,--data.init_args.randomization stroke)
 	$(call fit_seeds,randomization/texture/cdan,cdan,--data.init_args.randomization texture)
-	$(call fit_seeds,randconv/source_only,source_only.yaml --config configs/digits/ablations/randconv,)
-	for m in source_only randconv; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; \
+	$(call fit_seeds,randconv/source_only_split_bn,source_only.yaml --config configs/digits/ablations/randconv,)
+	for m in source_only randconv_split_bn; do for s in $(SEEDS); do d=$(R)/digits_seg/$$m/seed$$s; \
 	  [ -f $$d/metrics.json ] && continue; c=configs/digits_seg/source_only.yaml; \
-	  [ $$m = randconv ] && c="$$c --config configs/digits_seg/ablations/randconv.yaml"; \
+	  [ $$m = randconv_split_bn ] && c="$$c --config configs/digits_seg/ablations/randconv.yaml"; \
 	  OMP_NUM_THREADS=1 $(FIT) --config configs/digits_seg/base.yaml --config $$c --seed_everything $$s \
 	    --trainer.default_root_dir $$d || exit 1; done; done
 	for m in source_only cdan; do for l in $(DR_LEVELS) photometric; do echo "== $$m, randomization $$l"; \
 	  d=$(R)/randomization/$$l/$$m; [ $$l = photometric ] && d=$(R)/$$m; \
 	  $(BIN)/syn2real aggregate $$d/seed*/metrics.json || exit 1; done; done
-	for d in $(R)/randconv/source_only $(R)/digits_seg/source_only $(R)/digits_seg/randconv; do echo "== $$d"; \
+	for d in $(R)/randconv/source_only_split_bn $(R)/digits_seg/source_only $(R)/digits_seg/randconv_split_bn; do \
+	  echo "== $$d"; \
 	  $(BIN)/syn2real aggregate $$d/seed*/metrics.json || exit 1; done
 
 benchmarks: install
