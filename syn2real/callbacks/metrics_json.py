@@ -64,9 +64,9 @@ def _scalar(value: Any) -> float | None:
 class MetricsJSON(L.Callback):
     """Writes the final evaluation metrics (``target/acc``, ``target/acc_class_mean``, ``target/ece``,
     ``target/acc_class/<name>``, ``source/...``, CyCADA's ``translation/...``) with stable names to
-    ``<default_root_dir>/<filename>``, plus
-    whatever the method's ``run_summary()`` returns (self-training: ``self_training_rounds``), and ``code``: the
-    syn2real version and git commit, the torch version and the intra-op thread count that produced the numbers.
+    ``<default_root_dir>/<filename>``, plus whatever the method's ``run_summary()`` returns (self-training:
+    ``self_training_rounds``), and ``code``: the syn2real version and git commit, the torch version and the intra-op
+    thread count that produced the numbers.
 
     Args:
         filename: file name inside ``trainer.default_root_dir``.
