@@ -17,11 +17,11 @@ segmentation mask stays valid and the consistency is taken per pixel.
 Networks with BatchNorm: a batch is one random style (one gain, polarity and blur for all its images), so the
 running statistics that evaluation uses end up matching no clean image (measured on the embedded digits, 3 seeds:
 68.7 ± 9.1 % target accuracy against 80.3 ± 1.9 % without RandConv; 80.6 ± 1.8 % once the statistics are
-re-estimated on clean source). The paper's networks for digits have no BatchNorm. ``split_bn: true`` keeps the statistics clean the way AdvProp and
-AugMix's split BatchNorm do: the task network's BatchNorms become dual (:func:`~syn2real.adversarial.convert_dual_bn`),
-the method's own loss is taken on the *clean* batch through the main BatchNorms, and the random views go through the
-auxiliary ones with ``CE(view0, y) + λ · JS(views)``; evaluation uses the main BatchNorms. Without BatchNorm it is the
-paper's loss plus the clean cross-entropy.
+re-estimated on clean source). The paper's networks for digits have no BatchNorm. ``split_bn: true`` keeps the
+statistics clean the way AdvProp and AugMix's split BatchNorm do: the task network's BatchNorms become dual
+(:func:`~syn2real.adversarial.convert_dual_bn`), the method's own loss is taken on the *clean* batch through the
+main BatchNorms, and the random views go through the auxiliary ones with ``CE(view0, y) + λ · JS(views)``;
+evaluation uses the main BatchNorms. Without BatchNorm it is the paper's loss plus the clean cross-entropy.
 
 Every random draw comes from the global torch CPU generator (seeded by ``seed_everything``, saved in checkpoints),
 so a seeded run sees the same styles on any device and resumes exactly. Use in any config::
