@@ -21,7 +21,7 @@ re-estimated on clean source). The paper's networks for digits have no BatchNorm
 statistics clean the way AdvProp and AugMix's split BatchNorm do: the task network's BatchNorms become dual
 (:func:`~syn2real.adversarial.convert_dual_bn`), the method's own loss is taken on the *clean* batch through the
 main BatchNorms, and the random views go through the auxiliary ones with ``CE(view0, y) + λ · JS(views)``;
-evaluation uses the main BatchNorms. Without BatchNorm it is the paper's loss plus the clean cross-entropy.
+evaluation uses the main BatchNorms. A network without BatchNorm is refused (it needs ``split_bn: false``).
 
 Every random draw comes from the global torch CPU generator (seeded by ``seed_everything``, saved in checkpoints),
 so a seeded run sees the same styles on any device and resumes exactly. Use in any config::
@@ -121,6 +121,9 @@ class RandConv(Augmentation):
 
     def prepare(self, model: nn.Module) -> None:
         if self.split_bn:
+            if not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, DualBatchNorm)) for m in model.modules()):
+                raise ValueError(f"augment.init_args.split_bn (RandConv): {type(model).__name__} has no BatchNorm "
+                                 "layer to split; set split_bn: false (the paper's loss)")
             convert_dual_bn(model)
 
     def auxiliary_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
