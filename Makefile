@@ -148,6 +148,7 @@ ensemble: install
 SHIFT = $(R)/shift
 SO_ARGS = --config configs/digits/base.yaml --config configs/digits/source_only.yaml --trainer.logger false
 CARD = $(BIN)/syn2real robustness --eps --apgd_iters 0 --noise --max_angle 0 --max_shift 0 --max_images 2000 --no_wandb
+shift-results: export OMP_NUM_THREADS := 1
 shift-results: install
 	for k in 0 1 2; do $(BIN)/syn2real ensemble fit --members 5 --first_seed $$((5 * k)) \
 	  --root $(R)/ensemble/source_only/set$$k $(SO_ARGS) --trainer.enable_progress_bar false || exit 1; done
@@ -178,6 +179,7 @@ shift-results: install
 # Robustness on 4,000 real MNIST digits (tested on the other 1,000): six trainings x seeds, then the report card
 # of each checkpoint (corrupted test images are cached, so only the first card pays for them).
 ROBUST = standard advprop jacobian worst_of_10 pgd augmix
+robust-results: export OMP_NUM_THREADS := 1
 robust-results: install
 	for m in $(ROBUST); do $(call fit_seeds_inline,robust/$$m,robust/$$m); done
 	for m in $(ROBUST); do for s in $(SEEDS); do d=$(R)/robust/$$m/seed$$s; \
@@ -216,7 +218,7 @@ enlighten-results: install
 	$(BIN)/syn2real aggregate $(R)/enlightengan/seed*/enhanced/enhance_eval.json
 
 # Synthetic-to-real generalisation (no real digit seen in training): ImageNet EfficientNet-Lite0 fine-tuned on
-# synthetic digits, evaluated on real MNIST; plain fine-tuning, ASG, ASG + L2O, CSG x seeds (~6-7 min per run on one
+# synthetic digits, evaluated on real MNIST; plain fine-tuning, ASG, ASG + L2O, CSG x seeds (~3-4 min per run on one
 # CPU thread), then mean ± std (accuracy, KL to the ImageNet model, hyperspherical energy).
 GENERALISATION = finetune asg asg_l2o csg
 generalisation-results: install
