@@ -68,11 +68,14 @@ class DualBatchNorm(nn.Module):
         return f"route={self.route}"
 
 
-def convert_dual_bn(model: nn.Module) -> int:
+def convert_dual_bn(
+    model: nn.Module, hint: str = "AdvProp needs BatchNorm (use PGD for plain adversarial training)"
+) -> int:
     """Wrap every BatchNorm of ``model`` (in place) in a :class:`DualBatchNorm`; returns how many were wrapped.
 
     Already converted layers are left alone, so calling it twice is harmless. Raises ``ValueError`` when the
-    model has no BatchNorm at all (AdvProp would silently reduce to plain adversarial training)."""
+    model has no BatchNorm at all (AdvProp would silently reduce to plain adversarial training); ``hint`` tells the
+    caller's user what to do instead."""
     count = 0
 
     def visit(module: nn.Module) -> None:
@@ -88,10 +91,7 @@ def convert_dual_bn(model: nn.Module) -> int:
 
     visit(model)
     if count == 0 and not any(isinstance(m, DualBatchNorm) for m in model.modules()):
-        raise ValueError(
-            f"{type(model).__name__} has no BatchNorm layer; AdvProp needs BatchNorm (use PGD for plain adversarial "
-            "training)"
-        )
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer; {hint}")
     return count
 
 

@@ -283,7 +283,7 @@ class AugMix(Augmentation):
 
     def prepare(self, model: nn.Module) -> None:
         if self.split_bn:
-            convert_dual_bn(model)
+            convert_dual_bn(model, hint="AugMix's split_bn needs BatchNorm; set augment.init_args.split_bn: false")
 
     def views(self, x: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
         """``n`` AugMix views of the normalised batch ``x``, normalised the same way (no gradient)."""

@@ -121,10 +121,8 @@ class RandConv(Augmentation):
 
     def prepare(self, model: nn.Module) -> None:
         if self.split_bn:
-            if not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, DualBatchNorm)) for m in model.modules()):
-                raise ValueError(f"augment.init_args.split_bn (RandConv): {type(model).__name__} has no BatchNorm "
-                                 "layer to split; set split_bn: false (the paper's loss)")
-            convert_dual_bn(model)
+            convert_dual_bn(model, hint="RandConv's split_bn needs BatchNorm; set augment.init_args.split_bn: false "
+                                        "(the paper's loss)")
 
     def auxiliary_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.split_bn:

@@ -169,7 +169,7 @@ def test_bad_arguments() -> None:
         RandConv(mixing=True, identity_prob=0.5)
     with pytest.raises(ValueError, match="consistency weight"):
         RandConv(weight=-1)
-    with pytest.raises(ValueError, match="no BatchNorm layer to split; set split_bn: false"):
+    with pytest.raises(ValueError, match="no BatchNorm layer; RandConv's split_bn needs BatchNorm; set augment"):
         RandConv(split_bn=True).prepare(nn.Sequential(nn.Conv2d(1, 2, 3)))
     with pytest.raises(ValueError, match=r"image batches \(B, C, H, W\)"):
         random_conv(torch.zeros(2, 10))
