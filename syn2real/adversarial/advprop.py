@@ -41,6 +41,7 @@ __all__ = [
     "convert_dual_bn",
     "export_main_bn",
     "expand_to_dual_bn",
+    "require_dual_bn",
     "set_bn_route",
 ]
 
@@ -93,6 +94,12 @@ def convert_dual_bn(
     if count == 0 and not any(isinstance(m, DualBatchNorm) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no BatchNorm layer; {hint}")
     return count
+
+
+def require_dual_bn(model: nn.Module, owner: str) -> None:
+    """Raise ``RuntimeError`` naming ``owner`` unless ``model`` has dual BatchNorms (its ``prepare`` ran)."""
+    if not any(isinstance(m, DualBatchNorm) for m in model.modules()):
+        raise RuntimeError(f"{owner}: the model has no dual BatchNorm; its prepare(model) was not called")
 
 
 def set_bn_route(model: nn.Module, route: Route) -> None:
@@ -203,8 +210,7 @@ class AdvProp(Augmentation):
         return x, y  # the clean batch: the method trains on it through the main BatchNorms
 
     def auxiliary_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not any(isinstance(m, DualBatchNorm) for m in model.modules()):
-            raise RuntimeError("AdvProp: the model has no dual BatchNorm; AdvProp.prepare(model) was not called")
+        require_dual_bn(model, "AdvProp")
         with bn_route(model, "aux"):
             adv = self.attack.perturb(model, x, y)
             loss = task_cross_entropy(model(adv), y, self.ignore_index)

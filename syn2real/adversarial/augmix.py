@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.adversarial.advprop import DualBatchNorm, bn_route, convert_dual_bn
+from syn2real.adversarial.advprop import bn_route, convert_dual_bn, require_dual_bn
 from syn2real.adversarial.base import Augmentation, pixel_stats
 from syn2real.losses.consistency import js_divergence
 
@@ -301,9 +301,7 @@ class AugMix(Augmentation):
     def auxiliary_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         aug1, aug2 = self.views(x)
         if self.split_bn:
-            if not any(isinstance(m, DualBatchNorm) for m in model.modules()):
-                raise RuntimeError("AugMix(split_bn=True): the model has no dual BatchNorm; prepare(model) was not "
-                                   "called")
+            require_dual_bn(model, "AugMix(split_bn=True)")
             with bn_route(model, "main"):
                 clean = model(x)
             with bn_route(model, "aux"):

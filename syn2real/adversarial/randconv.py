@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from syn2real.adversarial.advprop import DualBatchNorm, bn_route, convert_dual_bn
+from syn2real.adversarial.advprop import bn_route, convert_dual_bn, require_dual_bn
 from syn2real.adversarial.base import Augmentation
 from syn2real.core.cross_entropy import IGNORE_INDEX, task_cross_entropy
 from syn2real.losses.consistency import js_divergence
@@ -136,9 +136,7 @@ class RandConv(Augmentation):
         return {"randconv_jsd": self.weight * js_divergence(list(logits))}
 
     def _split_bn_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not any(isinstance(m, DualBatchNorm) for m in model.modules()):
-            raise RuntimeError("RandConv(split_bn=True): the model has no dual BatchNorm; prepare(model) was not "
-                               "called")
+        require_dual_bn(model, "RandConv(split_bn=True)")
         n = 3 if self.weight > 0 else 1
         views = [self.view(x) for _ in range(n)]
         with bn_route(model, "aux"):
